@@ -109,7 +109,7 @@ class Result:
         if self.tensors:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
             atomic_write_bytes(path / "tensors.safetensors", st_save(tensors))
-        meta = {"class": type(self).__name__, "meta": _jsonable(self.meta)}
+        meta = {"class": type(self).__name__, "module": type(self).__module__, "meta": _jsonable(self.meta)}
         atomic_write_text(path / "meta.json", json.dumps(meta, indent=1))
         return path
 
@@ -129,6 +129,13 @@ class Result:
             raise CorruptResultsError(
                 f"the saved result at {path} is corrupt or truncated ({exc}); delete it and rerun"
             ) from exc
+        if meta.get("class") not in _REGISTRY and str(meta.get("module", "")).startswith("tl_glasses."):
+            import importlib
+
+            try:  # registering happens when the defining module is imported
+                importlib.import_module(meta["module"])
+            except ImportError:
+                pass
         klass = _REGISTRY.get(meta.get("class"), cls)
         if cls is not Result and not issubclass(klass, cls):
             klass = cls
