@@ -24,7 +24,7 @@ table.data{border-collapse:collapse;font-size:.85em;margin:.6em 0} table.data td
 table.data th{background:#fafafa} img.fig{max-width:100%;border:1px solid #eee;margin:.4em 0}
 .finding{background:#eef6ff;border-left:4px solid #2f6fdb;padding:.4em .8em;margin:.6em 0}
 .warn{background:#fff6e5;border-left:4px solid #e0a000;padding:.4em .8em;margin:.6em 0}
-nav a{margin-right:1em} .cv{min-height:80px}
+nav a{margin-right:1em} .cv{min-height:80px} div.table{overflow-x:auto}
 """
 
 
