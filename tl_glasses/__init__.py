@@ -35,6 +35,9 @@ _EXPORTS: dict[str, str] = {
     "last_token_distance": "tl_glasses.analysis.collapse",
     "collapse_sweep": "tl_glasses.analysis.collapse",
     "LastTokenProbe": "tl_glasses.analysis.collapse",
+    "CollapseResult": "tl_glasses.analysis.collapse",
+    "tokenize_items": "tl_glasses.tasks.tokenization",
+    "describe_tokenization": "tl_glasses.tasks.tokenization",
     "families": "tl_glasses.tasks.families",
     "get_family": "tl_glasses.tasks.families",
     # mitigations
@@ -52,8 +55,11 @@ _EXPORTS: dict[str, str] = {
     "list_tasks": "tl_glasses.tasks.generators",
     # patching
     "patch_pair": "tl_glasses.analysis.patching",
+    "attribution_check": "tl_glasses.analysis.patching",
     # report
     "report": "tl_glasses.viz.report",
+    # synthetic lab
+    "SyntheticDecoder": "tl_glasses.synthetic",
 }
 
 _SUBMODULES = {"models", "tasks", "analysis", "interventions", "synthetic", "sweeps", "viz", "errors", "results", "typing", "compat"}

@@ -1,0 +1,91 @@
+"""The report: generated from a fresh directory, assembled from the saved results,
+and rendered offline by headless Chromium (circuitsvis view drawn, every image loaded,
+no console errors); a screenshot is kept for the CI log."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from _browser import CHROMIUM, DRIVER, offline_driver, page_state
+
+ARTIFACTS = Path(os.environ.get("TL_GLASSES_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory, gemma):
+    import tl_glasses as tg
+
+    out = tmp_path_factory.mktemp("report")
+    path = tg.report(gemma, out, profile="smoke", progress=False)
+    return out, path
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_report_tables_equal_the_saved_results(smoke_report):
+    from lxml import html as lhtml
+
+    out, path = smoke_report
+    doc = lhtml.fromstring(path.read_text())
+    blocks = doc.xpath('//div[@class="table"][@data-source]')
+    assert len(blocks) >= 6
+    for block in blocks:
+        source = out / block.get("data-source")
+        saved = pd.read_parquet(source)
+        shown = pd.read_html(io.StringIO(lhtml.tostring(block.xpath(".//table")[0]).decode()))[0]
+        assert list(shown.columns) == [str(c) for c in saved.columns], source
+        for col in shown.columns:
+            for got, want in zip(shown[col].head(40), saved[col].head(40)):
+                if isinstance(want, float) and pd.notna(want):
+                    assert float(got) == pytest.approx(want, rel=1e-3, abs=1e-12), (source, col)
+                elif pd.isna(want) or want is None:
+                    assert pd.isna(got) or got in ("", "None"), (source, col)
+                else:
+                    assert str(got) == str(want), (source, col)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_report_rerun_reuses_saved_steps(smoke_report, gemma):
+    import json
+
+    import tl_glasses as tg
+
+    out, _ = smoke_report
+    t = time.perf_counter()
+    tg.report(gemma, out, profile="smoke", progress=False, steps=["collapse", "tasks"])
+    assert time.perf_counter() - t < 30
+    steps = json.loads((out / "report.json").read_text())["steps"]
+    assert steps["collapse"] < 10 and steps["tasks"] < 10
+
+
+@pytest.mark.real
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None or DRIVER is None, reason="Debian's chromium/chromium-driver not installed")
+def test_report_renders_offline_in_chromium(smoke_report, tmp_path):
+    out, path = smoke_report
+    driver = offline_driver(tmp_path)
+    try:
+        driver.get(path.resolve().as_uri())
+        deadline = time.time() + 20
+        state = page_state(driver)
+        while (state["empty_views"] or not state["views"]) and time.time() < deadline:
+            time.sleep(0.5)
+            state = page_state(driver)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(int(height), 12000))
+        shot = ARTIFACTS / "report-screenshot.png"
+        driver.save_screenshot(str(shot))
+        print(f"\nreport screenshot: {shot}")
+    finally:
+        driver.quit()
+    assert state["views"] >= 1 and state["empty_views"] == 0, state
+    assert state["images"] >= 8 and not state["broken"], state
+    assert not errors, errors
