@@ -121,5 +121,5 @@ def tiny_model(arch: str = "llama", seed: int = 0, *, prepend_bos: bool = True, 
     hf = tiny_hf_model(arch, seed=seed, **kwargs)
     bridge = wrap_model(hf, char_tokenizer(prepend_bos), name=f"tiny-{arch}")
     _bridge_metadata(bridge, name=f"tiny-{arch}", source="tiny", seed=seed,
-                     dtype=str(next(hf.parameters()).dtype), **{k: str(v) for k, v in kwargs.items()})
+                     dtype=str(next(hf.parameters()).dtype), **{k: str(v) for k, v in kwargs.items() if k != "dtype"})
     return bridge

@@ -1,0 +1,98 @@
+"""Cost of a collapse sweep step (both sequences of a pair, float32) against the bare
+transformers forward of the same two sequences, in the same run:
+
+* baseline "eager": the plain transformers model (``load_hf``), eager attention,
+  full logits — the reference the issue sets (target ≤ 0.6x on gemma-3-270m at 1024
+  tokens and on smollm2-135m at 2048 tokens);
+* baseline "sdpa": the same with transformers' default fused attention (target
+  ≤ 1.2x on smollm2-135m at 2048 tokens);
+* peak resident memory of a step against the eager baseline (target ≤ 1.2x).
+
+The step is what :func:`tl_glasses.collapse_sweep` runs per length: two forwards
+through the bridge with the last-position probe (y, every resid_post, last-layer
+hook_z), logits at the last position only, a fused attention kernel. The position-
+shift noise floor adds one more forward of ``v`` on the lengths where it is measured
+(every 4th by default): reported as its own row.
+"""
+from __future__ import annotations
+
+import gc
+
+from _timing import PeakRSS, bare_forward, best_of, row
+
+CASES = [("gemma-3-270m", 1024, 0.6, None), ("smollm2-135m", 2048, 0.6, 1.2)]
+QUICK = [("gemma-3-270m", 256, 0.6, None), ("smollm2-135m", 512, 0.6, 1.2)]
+
+
+def _pair(model, n_tokens: int):
+    from tl_glasses.tasks.families import get_family
+
+    fam = get_family("ones")
+    overhead = fam.pair(model, 1).n_tokens_a - 1
+    p = fam.pair(model, max(1, n_tokens - overhead))
+    return p.a[None], p.b[None]
+
+
+def _case(name: str, n_tokens: int, eager_target: float, sdpa_target: float | None, repeat: int) -> list[dict]:
+    import tl_glasses as tg
+    from tl_glasses.analysis.collapse import _run_pair, _run_shifted
+    from tl_glasses.analysis._probe import LastTokenProbe
+    from tl_glasses.models import load_hf
+
+    model = tg.load_model(name)
+    ta, tb = _pair(model, n_tokens)
+    probe = LastTokenProbe(model)
+
+    def step():
+        return _run_pair(model, ta, tb, probe)
+
+    def step_floor():
+        _run_pair(model, ta, tb, probe)
+        _run_shifted(model, ta, probe)
+
+    t_step = best_of(step, repeat=repeat, warmup=1)
+    t_floor = best_of(step_floor, repeat=1, warmup=0)
+    with PeakRSS() as m_step:
+        step()
+    impl = step()[0].attn_impl
+    del model
+    gc.collect()
+
+    out = []
+    hf, _ = load_hf(name, attn_implementation="eager")
+    t_eager = best_of(lambda: (bare_forward(hf, ta), bare_forward(hf, tb)), repeat=repeat, warmup=0)
+    with PeakRSS() as m_eager:
+        bare_forward(hf, ta), bare_forward(hf, tb)
+    del hf
+    gc.collect()
+    hf, _ = load_hf(name, attn_implementation="sdpa")
+    t_sdpa = best_of(lambda: (bare_forward(hf, ta), bare_forward(hf, tb)), repeat=repeat, warmup=0)
+    del hf
+    gc.collect()
+
+    tok = f"{name} @ {ta.shape[-1]}/{tb.shape[-1]} tokens"
+    out.append(row(f"collapse step / eager forward, {tok}", t_step / t_eager, target=f"≤ {eager_target}x",
+                   seconds_step=round(t_step, 3), seconds_eager=round(t_eager, 3), attn_impl=impl))
+    out.append(row(f"collapse step / sdpa forward, {tok}", t_step / t_sdpa,
+                   target=f"≤ {sdpa_target}x" if sdpa_target else "(reported)",
+                   seconds_step=round(t_step, 3), seconds_sdpa=round(t_sdpa, 3)))
+    out.append(row(f"collapse step + shift floor / eager forward, {tok}", t_floor / t_eager,
+                   target="(reported; floor every 4th length by default)", seconds=round(t_floor, 3)))
+    out.append(row(f"collapse step peak RSS / eager forward peak RSS, {tok}",
+                   m_step.delta / max(m_eager.delta, 1), unit="x peak memory", target="≤ 1.2x",
+                   step_mb=round(m_step.delta / 2**20, 1), eager_mb=round(m_eager.delta / 2**20, 1)))
+    return out
+
+
+def run(quick: bool = False) -> list[dict]:
+    rows = []
+    for name, n, te, ts in (QUICK if quick else CASES):
+        rows += _case(name, n, te, ts, repeat=1 if quick else 2)
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    for r in run(quick="--quick" in sys.argv):
+        print(r)

@@ -1,0 +1,163 @@
+"""Over-squashing benchmarks (SmolLM2-135M, fp32, at 256 and 1024 tokens): every
+figure is a ratio against a bare forward of the plain transformers model (``load_hf``,
+eager attention unless said) on the same tokens, measured in the same run.
+
+* ``sensitivity(method="scalar")``: target ≤ 3x; ``method="hutchinson", probes=8``: ≤ 12x.
+* ``method="jacobian"``: reported, and compared with d_model separate backward passes
+  (target: ≥ 2x faster). Both are extrapolated from timed samples (a full exact
+  Jacobian at 1024 tokens is ~1000 forward passes): the Jacobian from the forward plus
+  one and two batched chunks (``t = t_1 + (chunks - 1)·(t_2 - t_1)``), the separate
+  passes from the forward plus a sample of single backward passes.
+* ``path_bound``: ≤ 1.2x the eager forward (capturing patterns needs eager
+  attention), also reported against the sdpa forward; the row chain against forming
+  the full n×n product from the same captured patterns: ≥ 20x at 1024 tokens.
+* ``path_bound`` at 4096 tokens on gemma-3-270m: peak resident memory (this machine
+  has 24 GB), full run only.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+
+import torch
+from _timing import PeakRSS, bare_forward, best_of, row
+
+import tl_glasses as tg
+from tl_glasses._core import hooks_context
+from tl_glasses.analysis.paths import capture_patterns, full_product, last_row, path_bound
+from tl_glasses.analysis.sensitivity import _auto_chunk, sensitivity
+from tl_glasses.models import load_hf
+
+
+def _tokens(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, 20000, (1, n), generator=g)
+
+
+def _once(fn) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _separate_backward(model, toks, sample: int) -> tuple[float, float]:
+    """(forward + graph time, mean time of one plain backward pass) for the baseline of
+    d_model separate vector–Jacobian products (one ``autograd.grad`` per output unit)."""
+    store = {}
+
+    def leaf(t, hook):
+        x = t.detach().clone().requires_grad_(True)
+        store["x"] = x
+        return x
+
+    def cap(t, hook):
+        store["y"] = t
+
+    with torch.enable_grad(), hooks_context(model, [("blocks.0.hook_resid_pre", leaf), ("ln_final.hook_out", cap)]):
+        t0 = time.perf_counter()
+        model(toks, return_type=None)
+        t_fwd = time.perf_counter() - t0
+        y = store["y"][0, -1]
+        times = []
+        for k in range(sample):
+            e = torch.zeros_like(y)
+            e[k] = 1
+            t0 = time.perf_counter()
+            torch.autograd.grad(y, store["x"], grad_outputs=e, retain_graph=True)
+            times.append(time.perf_counter() - t0)
+    return t_fwd, min(times[1:]) if len(times) > 2 else min(times)
+
+
+def _sensitivity_rows(model, hf, toks, t_fwd, quick) -> list[dict]:
+    n = toks.shape[1]
+    rows = []
+    d = int(model.cfg.d_model)
+    t = best_of(lambda: sensitivity(model, toks, method="scalar"), repeat=2, warmup=0)
+    rows.append(row(f"sensitivity scalar, {n} tokens", t / t_fwd, target="<= 3x"))
+    t = best_of(lambda: sensitivity(model, toks, method="hutchinson", probes=8), repeat=2, warmup=0)
+    rows.append(row(f"sensitivity hutchinson probes=8, {n} tokens", t / t_fwd, target="<= 12x"))
+
+    k = _auto_chunk(model, n, 1, d, d, 1.5e9)
+    chunks = math.ceil(d / k)
+    if quick:
+        t_jac = _once(lambda: sensitivity(model, toks, method="jacobian"))
+        how = "measured"
+    else:
+        t1 = _once(lambda: sensitivity(model, toks, method="hutchinson", probes=k, chunk_size=k))
+        t2 = _once(lambda: sensitivity(model, toks, method="hutchinson", probes=2 * k, chunk_size=k))
+        t_jac = t1 + (chunks - 1) * max(t2 - t1, 0.0)
+        how = f"extrapolated: forward + {chunks} chunks of {k}, from 1 and 2 chunks timed"
+    rows.append(row(f"sensitivity jacobian (exact, d_model={d}), {n} tokens", t_jac / t_fwd,
+                    target="report", how=how, chunk=k))
+    t_graph, t_one = _separate_backward(model, toks, sample=6 if quick else 10)
+    t_sep = t_graph + d * t_one
+    rows.append(row(f"d_model separate backward passes, {n} tokens", t_sep / t_fwd, target="report",
+                    how=f"forward + {d} x (one backward, sampled)"))
+    rows.append(row(f"jacobian speed-up over separate passes, {n} tokens", t_sep / t_jac, unit="x",
+                    target=">= 2x"))
+    return rows
+
+
+def _path_rows(model, hf, hf_sdpa, toks, t_fwd, quick) -> list[dict]:
+    n = toks.shape[1]
+    rows = []
+    with torch.no_grad():
+        t_sdpa = best_of(lambda: bare_forward(hf_sdpa, toks), repeat=3)
+    t_pb = best_of(lambda: path_bound(model, toks), repeat=3)
+    rows.append(row(f"path_bound (eager capture), {n} tokens", t_pb / t_fwd, target="<= 1.2x",
+                    vs="eager forward"))
+    rows.append(row(f"path_bound vs the sdpa forward, {n} tokens", t_pb / t_sdpa, target="report",
+                    vs="sdpa forward", sdpa_over_eager=round(t_sdpa / t_fwd, 3)))
+    pats = capture_patterns(model, toks)
+    t_row = best_of(lambda: last_row(pats), repeat=5)
+    t_full = best_of(lambda: full_product(pats, dtype=torch.float32), repeat=2)
+    rows.append(row(f"row chain vs full n x n product (fp32), {n} tokens", t_full / t_row, unit="x",
+                    target=">= 20x" if n >= 1024 else "report", chain_ms=round(1e3 * t_row, 2),
+                    full_ms=round(1e3 * t_full, 1)))
+    return rows
+
+
+def _gemma_4096() -> list[dict]:
+    gemma = tg.load_model("gemma-3-270m")
+    toks = _tokens(4096)
+    with PeakRSS() as m:
+        t0 = time.perf_counter()
+        res = path_bound(gemma, toks)
+        t = time.perf_counter() - t0
+    rows = [row("gemma-3-270m path_bound at 4096 tokens: peak RSS above baseline", m.delta / 2**30,
+                unit="GiB", target="< 24 GiB machine", seconds=round(t, 1),
+                pattern_MiB=round(res.meta["pattern_bytes"] / 2**20, 1), banded_layers=res.meta["banded_layers"])]
+    del gemma
+    gc.collect()
+    hf, _ = load_hf("gemma-3-270m")
+    with PeakRSS() as m2:
+        t_hf = _once(lambda: bare_forward(hf, toks))
+    rows.append(row("gemma-3-270m bare eager forward at 4096 tokens: peak RSS above baseline", m2.delta / 2**30,
+                    unit="GiB", target="report", seconds=round(t_hf, 1)))
+    rows.append(row("gemma-3-270m path_bound / eager forward at 4096 tokens", t / t_hf, target="report"))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    torch.manual_seed(0)
+    model = tg.load_model("smollm2-135m")
+    hf, _ = load_hf("smollm2-135m", attn_implementation="eager")
+    hf_sdpa, _ = load_hf("smollm2-135m", attn_implementation="sdpa")
+    rows = []
+    for n in ([64] if quick else [256, 1024]):
+        toks = _tokens(n)
+        with torch.no_grad():
+            t_fwd = best_of(lambda: bare_forward(hf, toks), repeat=3)
+        rows.append(row(f"bare eager forward (the unit), {n} tokens", 1.0, target="", seconds=round(t_fwd, 3)))
+        rows += _path_rows(model, hf, hf_sdpa, toks, t_fwd, quick)
+        rows += _sensitivity_rows(model, hf, toks, t_fwd, quick)
+        with torch.no_grad():  # the unit again: flag drift from other load during the run
+            t_fwd2 = best_of(lambda: bare_forward(hf, toks), repeat=2)
+        rows.append(row(f"bare forward drift over the run, {n} tokens", t_fwd2 / t_fwd, unit="x", target="~1"))
+    del model, hf, hf_sdpa
+    gc.collect()
+    if not quick:
+        rows += _gemma_4096()
+    return rows

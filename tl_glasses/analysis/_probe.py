@@ -1,0 +1,227 @@
+"""Last-position probes: capture a few positions of a few hooks, inside the hooks.
+
+:class:`LastTokenProbe` never caches the whole model: each hook copies out the rows
+it needs (by default only the last position) and lets the full activation go. It
+captures the final normalised representation ``y`` (``ln_final.hook_out``, learned
+scale included), every layer's ``resid_post`` and each head's ``hook_z`` at the last
+layer (or at all layers). It can also read the same quantities from an existing
+``ActivationCache``.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .._core import FINAL, check_hooks, hooks_context, n_heads, n_layers, require_eval
+from ..errors import GlassesError, HookError
+from ._fused import fused_attention, fused_supported, needs_eager
+
+__all__ = ["LastTokenProbe", "Capture", "run_capture", "resolve_attn_impl", "is_rotary"]
+
+Index = list[tuple[int, int]]  # (batch row, position) pairs
+
+
+@dataclass
+class Capture:
+    """What a probe captured: one row per requested (batch row, position).
+
+    ``y`` ``[k, d_model]``; ``resid`` ``[k, n_layers, d_model]`` or None; ``z`` maps a
+    layer to ``[k, n_heads, d_head]``; ``logits`` ``[V]`` at the last position of row
+    0 when asked for; ``attn_impl`` the attention kernel used.
+    """
+
+    index: Index
+    y: torch.Tensor
+    resid: torch.Tensor | None = None
+    z: dict[int, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+    attn_impl: str = "eager"
+
+    def row(self, i: int) -> "Capture":
+        """The capture restricted to row ``i`` of the index (keeps a leading dim of 1)."""
+        return Capture(
+            [self.index[i]], self.y[i : i + 1],
+            None if self.resid is None else self.resid[i : i + 1],
+            {l: z[i : i + 1] for l, z in self.z.items()}, self.logits, self.attn_impl,
+        )
+
+    def to(self, dtype: torch.dtype) -> "Capture":
+        """Every captured tensor rounded to ``dtype`` (the "round fp32 to D" estimate)."""
+        return Capture(
+            list(self.index), self.y.to(dtype),
+            None if self.resid is None else self.resid.to(dtype),
+            {l: z.to(dtype) for l, z in self.z.items()},
+            None if self.logits is None else self.logits.to(dtype), self.attn_impl,
+        )
+
+    def finite(self) -> bool:
+        ts = [self.y] + ([self.resid] if self.resid is not None else []) + list(self.z.values())
+        return all(bool(torch.isfinite(t).all()) for t in ts)
+
+
+class LastTokenProbe:
+    """Hooks that capture the last position (or chosen positions) of ``y``, each
+    layer's ``resid_post`` and per-head ``hook_z``.
+
+    ``layers``: capture ``resid_post`` of every layer (True) or not (False).
+    ``heads``: ``"last"`` (hook_z of the last layer), ``"all"`` (every layer), or False.
+    """
+
+    def __init__(self, model, *, layers: bool = True, heads: str | bool = "last"):
+        if heads not in ("last", "all", False, None):
+            raise GlassesError(f"heads must be 'last', 'all' or False, not {heads!r}")
+        self.model = model
+        self.L = n_layers(model)
+        self.H = n_heads(model)
+        self.layers = bool(layers)
+        self.z_layers = [] if not heads else ([self.L - 1] if heads == "last" else list(range(self.L)))
+        self.names = [FINAL]
+        if self.layers:
+            self.names += [f"blocks.{l}.hook_resid_post" for l in range(self.L)]
+        self.names += [f"blocks.{l}.attn.hook_z" for l in self.z_layers]
+        check_hooks(model, self.names, purpose="LastTokenProbe")
+        self._store: dict[str, torch.Tensor] = {}
+        self._index: Index = []
+
+    # -- hooks --------------------------------------------------------------------
+    def hooks(self, index: Index | None = None) -> list[tuple[str, Callable]]:
+        """Forward hooks capturing ``index`` (default: the last position of row 0)."""
+        self._store = {}
+        self._index = list(index) if index is not None else [(0, -1)]
+        rows = torch.tensor([r for r, _ in self._index])
+        pos = torch.tensor([p for _, p in self._index])
+
+        store = self._store
+
+        def make(name: str):
+            def grab(t: torch.Tensor, hook):
+                store[name] = t[rows.to(t.device), pos.to(t.device)].detach().clone()
+                return None
+
+            return grab
+
+        return [(n, make(n)) for n in self.names]
+
+    def capture(self) -> Capture:
+        """The tensors captured by the last run (raises if a hook did not fire)."""
+        missing = [n for n in self.names if n not in self._store]
+        if missing:
+            raise HookError(
+                f"LastTokenProbe: hooks {missing[:3]}{'…' if len(missing) > 3 else ''} did not fire; "
+                f"the model's forward does not pass through them"
+            )
+        s = self._store
+        y = s[FINAL]
+        resid = None
+        if self.layers:
+            resid = torch.stack([s[f"blocks.{l}.hook_resid_post"] for l in range(self.L)], dim=1)
+        z = {l: self._heads(s[f"blocks.{l}.attn.hook_z"]) for l in self.z_layers}
+        return Capture(list(self._index), y, resid, z)
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim == 2:  # [k, n_heads * d_head]
+            z = z.reshape(z.shape[0], self.H, -1)
+        return z
+
+    # -- from an existing cache -------------------------------------------------------
+    def from_cache(self, cache: Any, index: Index | None = None) -> Capture:
+        """The same capture read from an ``ActivationCache`` (or a dict of full
+        ``[batch, pos, ...]`` activations) that holds the probe's hook names."""
+        index = list(index) if index is not None else [(0, -1)]
+        rows = torch.tensor([r for r, _ in index])
+        pos = torch.tensor([p for _, p in index])
+        got = {}
+        for n in self.names:
+            try:
+                t = cache[n]
+            except KeyError:
+                raise GlassesError(
+                    f"the cache has no {n!r}; run_with_cache(names_filter=...) must include "
+                    f"{self.names[:2]}…{self.names[-1:]}"
+                ) from None
+            got[n] = t[rows.to(t.device), pos.to(t.device)].detach().clone()
+        self._store, self._index = got, index
+        return self.capture()
+
+
+def resolve_attn_impl(model, attn_impl: str, hook_names: Sequence[Any], *, eager_needed: bool = False) -> str:
+    """``"eager"`` or ``"sdpa"`` for a run with these hooks."""
+    if attn_impl not in ("auto", "eager", "sdpa"):
+        raise GlassesError(f"attn_impl must be 'auto', 'eager' or 'sdpa', not {attn_impl!r}")
+    must_eager = eager_needed or needs_eager(hook_names)
+    if attn_impl == "eager":
+        return "eager"
+    if attn_impl == "sdpa":
+        if must_eager:
+            raise GlassesError(
+                "attn_impl='sdpa' cannot run hooks on attention scores/patterns (or the attention "
+                "module's own hooks); use attn_impl='auto' or 'eager'"
+            )
+        if not fused_supported(model):
+            raise GlassesError("the fused (sdpa) attention path does not reproduce eager on this model")
+        return "sdpa"
+    return "eager" if must_eager or not fused_supported(model) else "sdpa"
+
+
+def is_rotary(model) -> bool:
+    """Whether positions enter only through rotary (relative) encodings, so running a
+    sequence at positions shifted by one changes nothing in exact arithmetic."""
+    return getattr(model.cfg, "positional_embedding_type", None) == "rotary"
+
+
+def _supports_logits_to_keep(model) -> bool:
+    import inspect
+
+    hf = getattr(model, "original_model", None)
+    if hf is None:
+        return False
+    try:
+        return "logits_to_keep" in inspect.signature(hf.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@torch.no_grad()
+def run_capture(
+    model,
+    tokens: torch.Tensor,
+    probe: LastTokenProbe,
+    index: Index,
+    *,
+    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
+    mitigation=None,
+    attn_impl: str = "auto",
+    logits: bool = True,
+    position_ids: torch.Tensor | None = None,
+) -> Capture:
+    """One forward of ``tokens`` (``[batch, pos]``) with the probe, the mitigation's
+    edits and the user's hooks; logits only at the last position of row 0.
+    ``position_ids`` (rotary models) runs the tokens at other absolute positions."""
+    require_eval(model)
+    mit_hooks = list(mitigation.hooks(model)) if mitigation is not None else []
+    all_hooks = probe.hooks(index) + mit_hooks + list(fwd_hooks)
+    impl = resolve_attn_impl(
+        model, attn_impl, [n for n, _ in mit_hooks] + [n for n, _ in fwd_hooks],
+        eager_needed=bool(mitigation is not None and mitigation.needs_eager),
+    )
+    out = None
+    with ExitStack() as stack:
+        if mitigation is not None:
+            stack.enter_context(mitigation.patch(model))
+        if impl == "sdpa":
+            stack.enter_context(fused_attention(model))
+        stack.enter_context(hooks_context(model, all_hooks))
+        kw = {} if position_ids is None else {"position_ids": position_ids}
+        if logits and _supports_logits_to_keep(model):
+            out = model(tokens, return_type="logits", logits_to_keep=1, **kw)[0, -1]
+        elif logits:
+            out = model(tokens, return_type="logits", **kw)[0, -1]
+        else:
+            model(tokens, return_type=None, **kw)
+    cap = probe.capture()
+    cap.logits = None if out is None else out.detach().clone()
+    cap.attn_impl = impl
+    return cap

@@ -1,0 +1,341 @@
+"""Validating the path-product bound against gradient sensitivity, and the copying
+studies of the paper's Fig. 2 seen through sensitivity (Sec. 5).
+
+* :func:`spearman` — rank correlation (average ranks for ties), torch/pandas only.
+* :func:`bound_vs_sensitivity` — both analysers on one prompt, their Spearman
+  correlation over positions (all positions, and the sequence items only).
+* :func:`copy_study` — that comparison over many copying prompts (``copy_last`` /
+  ``copy_first`` at several lengths), with the U-shape numbers and the depth profile.
+* :func:`hint_study` — how the hint (Fig. 2b) and alternating digits (Fig. 2c) change
+  the last token's sensitivity to the digit it must copy.
+
+Long runs append one row per prompt to a :class:`~tl_glasses.sweeps._store.RowStore`
+when ``out=`` is given, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from ..errors import GlassesError
+from ..results import Result, register_result
+from .paths import depth_profile, path_bound
+from .sensitivity import _model_name, sensitivity, u_shape
+
+__all__ = [
+    "spearman",
+    "bound_vs_sensitivity",
+    "BoundComparison",
+    "copy_items",
+    "copy_study",
+    "hint_study",
+    "StudyResult",
+]
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equal-length vectors (ties get average ranks)."""
+    x = pd.Series(torch.as_tensor(a).detach().double().cpu().flatten().numpy())
+    y = pd.Series(torch.as_tensor(b).detach().double().cpu().flatten().numpy())
+    if len(x) != len(y):
+        raise GlassesError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
+    if len(x) < 3:
+        raise GlassesError(f"spearman needs at least 3 values, got {len(x)}")
+    rx, ry = x.rank(method="average"), y.rank(method="average")
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(rx.corr(ry))
+
+
+# --------------------------------------------------------------------------- one prompt
+
+
+@register_result
+@dataclass(repr=False)
+class BoundComparison(Result):
+    """Gradient sensitivity and the path bound at every position of one prompt.
+
+    ``df``: ``position``, ``token``, ``sensitivity``, ``bound``, ``in_sequence``;
+    ``meta["spearman"]`` (all positions) and ``meta["spearman_sequence"]`` (the items
+    of the sequence only, when known).
+    """
+
+    title = "bound vs sensitivity"
+
+    @property
+    def values(self) -> torch.Tensor:
+        return torch.tensor(self.df["sensitivity"].to_numpy())
+
+    def summary(self) -> str:
+        s = f"Spearman(bound, {self.meta.get('method')} sensitivity) = {self.meta.get('spearman'):.3f} over {len(self.df)} positions"
+        if self.meta.get("spearman_sequence") is not None:
+            s += f"; {self.meta['spearman_sequence']:.3f} over the sequence items"
+        return s
+
+    def plot(self, ax=None, *, kind: str = "scatter"):
+        """``kind="scatter"``: bound vs sensitivity (log–log); ``"position"``: both
+        (each divided by its sum) vs position on a log axis."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 4) if kind == "scatter" else (7, 3.2))
+        df = self.df
+        if kind == "scatter":
+            seq = df["in_sequence"].to_numpy(bool)
+            ax.scatter(df["bound"][~seq], df["sensitivity"][~seq], s=10, c="0.6", label="prompt text")
+            ax.scatter(df["bound"][seq], df["sensitivity"][seq], s=12, c="C3", label="sequence items")
+            ax.scatter(df["bound"].iloc[-1:], df["sensitivity"].iloc[-1:], s=40, marker="*", c="k", label="last token")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"path bound ({self.meta.get('variant')})")
+            ax.set_ylabel(f"‖∂y_n/∂h_i‖ ({self.meta.get('method')})")
+            ax.legend(fontsize=7)
+            ax.set_title(f"{self.meta.get('model', '')}: Spearman {self.meta.get('spearman'):.2f}", fontsize=9)
+        else:
+            for col, c in (("sensitivity", "C0"), ("bound", "C1")):
+                v = df[col] / df[col].sum()
+                ax.plot(df["position"], v, lw=1.2, color=c, label=col)
+            ax.set_yscale("log")
+            ax.set_xlabel("position i")
+            ax.set_ylabel("share of the sum")
+            ax.legend(fontsize=7)
+        return ax.figure
+
+
+def bound_vs_sensitivity(
+    model,
+    prompt,
+    *,
+    method: str = "jacobian",
+    variant: str = "bound",
+    heads: str = "mean",
+    positions: Sequence[int] | None = None,
+    **sensitivity_kw: Any,
+) -> BoundComparison:
+    """Run :func:`~tl_glasses.sensitivity` and :func:`~tl_glasses.path_bound` on the same
+    tokens and rank-correlate them over positions (``positions``: the sequence items,
+    for a second correlation restricted to them)."""
+    sens = sensitivity(model, prompt, method=method, **sensitivity_kw)
+    tokens = sens.tokens
+    bound = path_bound(model, tokens, variant=variant, heads=heads)
+    n = tokens.numel()
+    in_seq = torch.zeros(n, dtype=torch.bool)
+    if positions is not None:
+        in_seq[torch.as_tensor(list(positions), dtype=torch.long)] = True
+    s = sens.values.double()
+    b = bound.values.double()
+    df = pd.DataFrame({
+        "position": range(n),
+        "token": sens.df["token"].iloc[:n].tolist(),
+        "sensitivity": s.numpy(),
+        "bound": b.numpy(),
+        "in_sequence": in_seq.numpy(),
+    })
+    meta = dict(
+        model=_model_name(model), method=method, variant=variant, heads=heads, n_tokens=n,
+        spearman=spearman(b, s),
+        spearman_sequence=spearman(b[in_seq], s[in_seq]) if int(in_seq.sum()) >= 3 else None,
+        spearman_excluding_first=spearman(b[1:], s[1:]) if n >= 4 else None,
+    )
+    return BoundComparison(df=df, meta=meta, tensors={"tokens": tokens})
+
+
+# --------------------------------------------------------------------------- studies
+
+
+@register_result
+@dataclass(repr=False)
+class StudyResult(Result):
+    """One row per prompt (copy study) or per condition (hint study)."""
+
+    title = "over-squashing study"
+
+    @property
+    def values(self) -> torch.Tensor:
+        col = "spearman" if "spearman" in self.df else "answer_share"
+        return torch.tensor(self.df[col].to_numpy(dtype=float))
+
+    def summary(self) -> str:
+        if "spearman" in self.df:
+            g = self.df.groupby("model")["spearman"]
+            parts = [f"{m}: median Spearman {v.median():.3f} (min {v.min():.3f}) over {v.size} prompts"
+                     for m, v in g]
+            return "; ".join(parts)
+        return f"{len(self.df)} conditions"
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+        df = self.df
+        if "spearman" in df:
+            for (model, task), g in df.groupby(["model", "task"]):
+                ax.plot(g["n_items"], g["spearman"], "o-", ms=3, label=f"{model} {task}")
+            ax.set_xlabel("sequence length (items)")
+            ax.set_ylabel("Spearman(bound, sensitivity)")
+            ax.set_ylim(-1, 1)
+            ax.axhline(0, color="0.8", lw=0.8)
+        else:
+            labels = [f"{m}\n{c}" for m, c in zip(df["model"], df["condition"])]
+            ax.bar(range(len(df)), df["answer_rel"], color="C2")
+            ax.set_xticks(range(len(df)))
+            ax.set_xticklabels(labels, fontsize=6)
+            ax.set_ylabel("sensitivity at the answer digit\n/ mean over the digits")
+        ax.legend(fontsize=6) if "spearman" in df else None
+        return ax.figure
+
+
+def copy_items(model, lengths: Iterable[int], *, tasks: Sequence[str] = ("copy_last", "copy_first"),
+               **opts: Any):
+    """The copying prompts, tokenised with every digit one token:
+    ``[(task, n, TokenizedItems)]``."""
+    from ..tasks.generators import get_task
+    from ..tasks.tokenization import tokenize_items
+
+    out = []
+    for task in tasks:
+        t = get_task(task)
+        for n in lengths:
+            item = t.item(int(n), **opts)
+            ti = tokenize_items(model, item.template, item.items, sep=item.sep)
+            out.append((task, int(n), ti))
+    return out
+
+
+def _store(out, config, key):
+    if out is None:
+        return None
+    from ..sweeps._store import RowStore
+
+    return RowStore(out, config, key=key)
+
+
+def copy_study(
+    model,
+    lengths: Iterable[int] = range(4, 44, 4),
+    *,
+    tasks: Sequence[str] = ("copy_last", "copy_first"),
+    method: str = "jacobian",
+    variants: Sequence[str] = ("bound", "rollout", "attention"),
+    heads: str = "mean",
+    out=None,
+    progress: bool = False,
+) -> StudyResult:
+    """Bound vs sensitivity over copying prompts: per prompt the Spearman correlation
+    (all positions; sequence items only), the U-shape numbers over the sequence items
+    (sensitivity and bound), the sensitivity at the digit to copy, and the last-row
+    first-token mass after the last layer (depth profile, rollout)."""
+    lengths = [int(n) for n in lengths]
+    items = copy_items(model, lengths, tasks=tasks)
+    config = dict(study="copy", model=_model_name(model), method=method, variants=list(variants),
+                  heads=heads, dtype=str(next(model.parameters()).dtype))
+    store = _store(out, config, key=("task", "n_items"))
+
+    def compute(entry):
+        task, n, ti = entry
+        sens = sensitivity(model, ti.tokens, method=method)
+        s = sens.values.double()
+        seq = ti.item_positions
+        target = seq[-1] if task == "copy_last" else seq[0]
+        row = dict(model=_model_name(model), task=task, n_items=n, n_tokens=ti.n_tokens, method=method)
+        for v in variants:
+            b = path_bound(model, ti.tokens, variant=v, heads=heads).values.double()
+            key = "" if v == variants[0] else f"_{v}"
+            row[f"spearman{key}"] = spearman(b, s)
+            row[f"spearman_seq{key}"] = spearman(b[seq], s[seq]) if len(seq) >= 3 else float("nan")
+            if v == variants[0]:
+                bu = u_shape(b, seq) if len(seq) >= 3 else {}
+                row.update({f"bound_{k}": x for k, x in bu.items()})
+        # the one-backward proxy: gradient norm of the top-1 logit (DESIGN §1)
+        g = sensitivity(model, ti.tokens, method="scalar").values.double()
+        row["spearman_scalar_vs_exact"] = spearman(g, s)
+        row["spearman_bound_vs_scalar"] = spearman(path_bound(model, ti.tokens, variant=variants[0],
+                                                              heads=heads).values.double(), g)
+        su = u_shape(s, seq) if len(seq) >= 3 else {}
+        row.update({f"sens_{k}": x for k, x in su.items()})
+        row["answer_sens"] = float(s[target])
+        row["answer_rel"] = float(s[target] / s[seq].mean())
+        row["answer_rank"] = int((s[seq] > s[target]).sum()) + 1
+        row["first_pos_share"] = float(s[0] / s.sum())
+        row["last_pos_share"] = float(s[-1] / s.sum())
+        d = depth_profile(model, ti.tokens)
+        row["first_token_mass_final"] = float(d.values[-1])
+        row["first_token_mass_by_layer"] = [round(float(x), 6) for x in d.values]
+        return row
+
+    rows = _run(store, items, compute, key=lambda e: {"task": e[0], "n_items": e[1]}, progress=progress)
+    return StudyResult(df=pd.DataFrame(rows), meta=config)
+
+
+def _run(store, entries, compute, *, key, progress):
+    """``compute`` every entry; with a store, rows are appended as produced and entries
+    already in the store are skipped (a rerun resumes)."""
+    if store is not None:
+        keyed = [dict(key(e), _i=i) for i, e in enumerate(entries)]
+        df = store.run(keyed, lambda k: compute(entries[k["_i"]]), progress=progress)
+        df = df.drop(columns=["_i"], errors="ignore")
+        wanted = {tuple(key(e).values()) for e in entries}
+        cols = list(key(entries[0]).keys()) if entries else []
+        if cols:
+            df = df[[tuple(r) in wanted for r in df[cols].itertuples(index=False)]]
+        return df.to_dict("records")
+    if progress:
+        from tqdm.auto import tqdm
+
+        entries = tqdm(entries)
+    return [compute(e) for e in entries]
+
+
+def hint_study(
+    model,
+    n_items: int = 24,
+    *,
+    task: str = "copy_last",
+    conditions: dict[str, dict] | None = None,
+    method: str = "jacobian",
+    out=None,
+) -> StudyResult:
+    """Sensitivity of the last token to the digit it must copy, with and without the
+    paper's hint (Fig. 2b) and alternating digits (Fig. 2c).
+
+    Per condition: ``answer_sens`` (‖∂y_n/∂h_i‖ at the answer digit), ``answer_rel``
+    (over the mean across the sequence's digits), ``answer_rank`` among the digits,
+    ``answer_share`` (of the total over all positions), the same for the path bound,
+    and the number of tokens between the answer digit and the last token.
+    """
+    conditions = conditions or {
+        "baseline": {},
+        "hint": {"hint": True},
+        "alternating": {"alternating": True},
+        "hint+alternating": {"hint": True, "alternating": True},
+    }
+    config = dict(study="hint", model=_model_name(model), task=task, n_items=int(n_items), method=method,
+                  conditions=conditions)
+    store = _store(out, config, key=("condition",))
+    entries = []
+    for name, opts in conditions.items():
+        (_, _, ti), = copy_items(model, [n_items], tasks=[task], **opts)
+        entries.append((name, ti))
+
+    def compute(entry):
+        name, ti = entry
+        s = sensitivity(model, ti.tokens, method=method).values.double()
+        b = path_bound(model, ti.tokens).values.double()
+        seq = ti.item_positions
+        target = seq[-1] if task == "copy_last" else seq[0]
+        return dict(
+            model=_model_name(model), condition=name, n_tokens=ti.n_tokens, answer_pos=target,
+            distance_to_last=ti.n_tokens - 1 - target,
+            answer_sens=float(s[target]), answer_rel=float(s[target] / s[seq].mean()),
+            answer_rank=int((s[seq] > s[target]).sum()) + 1, answer_share=float(s[target] / s.sum()),
+            bound_answer_share=float(b[target] / b.sum()), bound_answer_rel=float(b[target] / b[seq].mean()),
+            spearman=spearman(b, s),
+        )
+
+    rows = _run(store, entries, compute, key=lambda e: {"condition": e[0]}, progress=False)
+    df = pd.DataFrame(rows)
+    return StudyResult(df=df, meta=config)

@@ -1,0 +1,517 @@
+"""Path products of causal attention: the over-squashing bound (paper Thm 5.1/B.5)
+and the depth limit (Prop. 5.2/B.8, Lemmas B.6/B.7).
+
+With ``A^(ℓ)`` the causal attention of layer ℓ (heads reduced as it is captured),
+the per-layer matrix is
+
+* ``variant="bound"``:     ``Ā = A/β + I``       (Thm B.5: residual + attention, β per layer)
+* ``variant="rollout"``:   ``Ā = (A + I)/2``     (attention rollout; row-stochastic)
+* ``variant="attention"``: ``Ā = A``             (attention alone)
+
+and ``B = Ā^(L-1) ··· Ā^(0)``. ``B[n, i]`` is the weighted number of causal paths
+from input position ``i`` to the last token: the bound on ``‖∂y_n/∂h_i‖`` up to a
+constant. Only the last row is formed: ``e_nᵀ Ā^(L-1) ··· Ā^(0)`` as a row–matrix
+chain from the last layer down (``O(L·n²)``), never the ``n×n`` product.
+
+Memory: every layer's head-reduced pattern is kept until the chain runs — ``L·n²``
+floats dense (SmolLM2 at 2048 tokens: 30·2048²·4 B = 0.5 GB). Layers whose attention
+is banded (a sliding window: every entry further than ``w`` back is exactly zero)
+are detected and stored as ``[n, w]`` bands (Gemma 3 at 4096 tokens: 15 local layers
+× 8 MB + 3 global × 64 MB instead of 1.2 GB). The forward itself (eager attention)
+holds one layer's ``[heads, n, n]`` scores at a time.
+
+The depth profile needs no storage: the first column of the partial products
+``P_ℓ = Ā^(ℓ)···Ā^(0)`` (for every row) is a column chain run as the patterns arrive.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import pandas as pd
+import torch
+
+from .._core import as_tokens, check_hooks, hooks_context, n_layers, require_eval
+from ..errors import GlassesError, HookError, UnknownNameError
+from ..results import Result, register_result
+from .sensitivity import _model_name, token_strings, u_shape
+
+__all__ = [
+    "path_bound",
+    "depth_profile",
+    "PathResult",
+    "DepthResult",
+    "VARIANTS",
+    "HEADS",
+    "LayerPattern",
+    "capture_patterns",
+    "last_row",
+    "first_column_chain",
+    "full_product",
+    "reduce_heads",
+]
+
+VARIANTS = ("bound", "rollout", "attention")
+HEADS = ("mean", "max", "none")
+Beta = Union[float, Sequence[float]]
+
+
+class _StopForward(Exception):
+    """Raised after the last pattern is captured: the rest of the forward is not needed."""
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def reduce_heads(pattern: torch.Tensor, heads: str) -> torch.Tensor:
+    """``[batch=1, head, q, k]`` → ``[q, k]``: mean, max, or sum ("none": every head is
+    its own edge, so paths through any sequence of heads are all counted)."""
+    if pattern.ndim == 4:
+        pattern = pattern[0]
+    if pattern.ndim != 3:
+        raise HookError(f"expected an attention pattern [batch, head, q, k], got {tuple(pattern.shape)}")
+    if heads == "mean":
+        return pattern.mean(0)
+    if heads == "max":
+        return pattern.amax(0)
+    if heads == "none":
+        return pattern.sum(0)
+    raise UnknownNameError("head reduction", heads, HEADS)
+
+
+@dataclass
+class LayerPattern:
+    """One layer's head-reduced causal attention, dense ``[n, n]`` or banded ``[n, w]``
+    (``band[i, t] = A[i, i - w + 1 + t]``; entries with a negative column are 0)."""
+
+    data: torch.Tensor
+    width: int  # band width w (n when dense)
+    banded: bool
+
+    @property
+    def n(self) -> int:
+        return self.data.shape[0]
+
+    @classmethod
+    def from_dense(cls, a: torch.Tensor, *, allow_band: bool = True, max_fraction: float = 0.5) -> "LayerPattern":
+        n = a.shape[-1]
+        if a.shape != (n, n):
+            raise HookError(f"expected a square attention matrix, got {tuple(a.shape)}")
+        if n > 1 and torch.triu(a, diagonal=1).abs().amax() > 0:
+            raise GlassesError(
+                "the attention pattern has weight above the diagonal: the model is not causal; "
+                "path products here assume causal (lower-triangular) attention"
+            )
+        if not allow_band or n < 4:
+            return cls(a.contiguous(), n, False)
+        nz = a != 0
+        first = nz.to(torch.uint8).argmax(dim=1)  # first non-zero column of each row
+        w = int((torch.arange(n, device=a.device) - first).amax()) + 1
+        if w > max_fraction * n:
+            return cls(a.contiguous(), n, False)
+        cols = torch.arange(n, device=a.device)[:, None] - (w - 1) + torch.arange(w, device=a.device)[None]
+        band = a.gather(1, cols.clamp_min(0))
+        band = band.masked_fill(cols < 0, 0)
+        return cls(band.contiguous(), w, True)
+
+    def dense(self) -> torch.Tensor:
+        if not self.banded:
+            return self.data
+        n, w = self.n, self.width
+        out = torch.zeros(n, n, dtype=self.data.dtype, device=self.data.device)
+        cols = torch.arange(n, device=out.device)[:, None] - (w - 1) + torch.arange(w, device=out.device)[None]
+        valid = cols >= 0
+        rows = torch.arange(n, device=out.device)[:, None].expand(n, w)
+        out[rows[valid], cols[valid]] = self.data[valid]
+        return out
+
+    def diagonal(self) -> torch.Tensor:
+        return self.data[:, -1] if self.banded else self.data.diagonal()
+
+    def rmatvec(self, r: torch.Tensor) -> torch.Tensor:
+        """``r A`` (row vector times this matrix), in ``r``'s dtype."""
+        a = self.data.to(r.dtype)
+        if not self.banded:
+            return r @ a
+        n, w = self.n, self.width
+        contrib = r[:, None] * a  # contrib[i, t] goes to column i - w + 1 + t
+        idx = torch.arange(n, device=r.device)[:, None] + torch.arange(w, device=r.device)[None]
+        out = torch.zeros(n + w - 1, dtype=r.dtype, device=r.device)
+        out.index_add_(0, idx.reshape(-1), contrib.reshape(-1))
+        return out[w - 1:]
+
+    def matvec(self, c: torch.Tensor) -> torch.Tensor:
+        """``A c`` (this matrix times a column vector), in ``c``'s dtype."""
+        a = self.data.to(c.dtype)
+        if not self.banded:
+            return a @ c
+        w = self.width
+        padded = torch.nn.functional.pad(c, (w - 1, 0))
+        return (a * padded.unfold(0, w, 1)).sum(1)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+
+def _betas(beta: Beta, L: int) -> list[float]:
+    if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+        betas = [float(beta)] * L
+    else:
+        betas = [float(b) for b in beta]
+        if len(betas) != L:
+            raise GlassesError(f"beta has {len(betas)} values but the model has {L} layers")
+    if any(not (b > 0 and math.isfinite(b)) for b in betas):
+        raise GlassesError(f"beta must be positive and finite, got {beta!r}")
+    return betas
+
+
+def _coefficients(variant: str, beta: float) -> tuple[float, float]:
+    """Ā = a·A + b·I."""
+    if variant == "bound":
+        return 1.0 / beta, 1.0
+    if variant == "rollout":
+        return 0.5, 0.5
+    if variant == "attention":
+        return 1.0, 0.0
+    raise UnknownNameError("path variant", variant, VARIANTS)
+
+
+def _pattern_names(model, layers: Sequence[int]) -> list[str]:
+    return [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
+
+
+def _run_patterns(model, tokens: torch.Tensor, on_pattern: Callable[[int, torch.Tensor], None]) -> None:
+    """One no-grad forward calling ``on_pattern(layer, pattern[1, h, n, n])`` per layer,
+    stopping right after the last layer's pattern."""
+    L = n_layers(model)
+    names = _pattern_names(model, range(L))
+    check_hooks(model, names, purpose="path products")
+    seen: set[int] = set()
+
+    def make(layer):
+        def hook(t, hook):
+            if layer in seen:
+                raise HookError(f"{names[layer]} fired twice in one forward")
+            seen.add(layer)
+            on_pattern(layer, t.detach())
+            if len(seen) == L:
+                raise _StopForward
+        return hook
+
+    with torch.no_grad(), hooks_context(model, fwd_hooks=[(nm, make(i)) for i, nm in enumerate(names)]):
+        try:
+            model(tokens, return_type=None)
+        except _StopForward:
+            pass
+    if len(seen) != L:
+        missing = [names[i] for i in range(L) if i not in seen]
+        raise HookError(
+            f"attention patterns were not produced at {missing[:3]}{'…' if len(missing) > 3 else ''}; "
+            f"load the model with eager attention (tl_glasses.load_model does) so hook_pattern fires"
+        )
+
+
+def capture_patterns(model, prompt, *, heads: str = "mean", band: bool = True,
+                     prepend_bos: bool | None = None) -> list[LayerPattern]:
+    """Every layer's causal attention, heads reduced inside the hook as it is captured,
+    banded layers stored as bands. Memory: see the module docstring."""
+    if heads not in HEADS:
+        raise UnknownNameError("head reduction", heads, HEADS)
+    require_eval(model)
+    tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
+    out: list[LayerPattern | None] = [None] * n_layers(model)
+
+    def keep(layer, p):
+        a = reduce_heads(p, heads).float()
+        out[layer] = LayerPattern.from_dense(a, allow_band=band)
+
+    _run_patterns(model, tokens, keep)
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def last_row(patterns: Sequence[LayerPattern], *, variant: str = "bound", beta: Beta = 1.0,
+             dtype: torch.dtype = torch.float64, row: int = -1) -> torch.Tensor:
+    """``e_rowᵀ Ā^(L-1) ··· Ā^(0)`` by a row–matrix chain from the last layer down."""
+    L = len(patterns)
+    betas = _betas(beta, L)
+    n = patterns[0].n
+    r = torch.zeros(n, dtype=dtype, device=patterns[0].data.device)
+    r[row] = 1
+    for layer in reversed(range(L)):
+        a, b = _coefficients(variant, betas[layer])
+        r = a * patterns[layer].rmatvec(r) + (b * r if b else 0)
+    return r
+
+
+def first_column_chain(patterns: Sequence[LayerPattern], *, variant: str = "rollout", beta: Beta = 1.0,
+                       dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """First column and row sums of every partial product ``P_ℓ = Ā^(ℓ)···Ā^(0)``:
+    two column chains from layer 0 up. Returns ``([L, n], [L, n])``."""
+    L = len(patterns)
+    betas = _betas(beta, L)
+    n = patterns[0].n
+    c = torch.zeros(n, dtype=dtype)
+    c[0] = 1
+    s = torch.ones(n, dtype=dtype)
+    cols, sums = [], []
+    for layer in range(L):
+        a, b = _coefficients(variant, betas[layer])
+        c = a * patterns[layer].matvec(c) + b * c
+        s = a * patterns[layer].matvec(s) + b * s
+        cols.append(c)
+        sums.append(s)
+    return torch.stack(cols), torch.stack(sums)
+
+
+def full_product(patterns: Sequence[LayerPattern], *, variant: str = "bound", beta: Beta = 1.0,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The whole ``n×n`` product ``Ā^(L-1)···Ā^(0)`` (``O(L·n³)``): for checks and
+    benchmarks only; :func:`last_row` is what the analysers use."""
+    L = len(patterns)
+    betas = _betas(beta, L)
+    n = patterns[0].n
+    P = torch.eye(n, dtype=dtype)
+    for layer in range(L):
+        a, b = _coefficients(variant, betas[layer])
+        P = a * (patterns[layer].dense().to(dtype) @ P) + b * P
+    return P
+
+
+# --------------------------------------------------------------------------- results
+
+
+@register_result
+@dataclass(repr=False)
+class PathResult(Result):
+    """The last row of the path product: one value per input position.
+
+    ``values`` ``[n]``: ``B[n, i]``, the weighted count of causal paths i → n.
+    ``df`` columns: ``position``, ``token_id``, ``token``, ``value``, ``share``
+    (value over the row sum).
+    """
+
+    title = "path-product bound"
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.tensors["values"]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.tensors["tokens"]
+
+    def u_shape(self, positions=None) -> dict[str, float]:
+        return u_shape(self.values, positions)
+
+    def summary(self) -> str:
+        v = self.values.double()
+        share0 = float(v[0] / v.sum()) if v.sum() > 0 else float("nan")
+        return (
+            f"{self.meta.get('variant')} path product (heads={self.meta.get('heads')}), "
+            f"{v.numel()} positions; first-token share {share0:.3g}, last-token share "
+            f"{float(v[-1] / v.sum()):.3g}; {self.meta.get('banded_layers', 0)} banded layers"
+        )
+
+    def plot(self, ax=None, *, share: bool = True):
+        """Path weight vs position, log axis."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+        v = self.values.double()
+        if share:
+            v = v / v.sum()
+        ax.plot(range(v.numel()), v.numpy(), lw=1.2, color="C1")
+        ax.set_yscale("log")
+        ax.set_xlabel("position i")
+        ax.set_ylabel("paths i → n" + (" (share of row)" if share else ""))
+        ax.set_title(
+            f"{self.meta.get('model', '')}: {self.meta.get('variant')} (heads={self.meta.get('heads')})",
+            fontsize=9,
+        )
+        return ax.figure
+
+
+@register_result
+@dataclass(repr=False)
+class DepthResult(Result):
+    """How the path product approaches the rank-one limit with depth (Prop. B.8).
+
+    One row per layer ℓ (partial product ``P_ℓ = Ā^(ℓ)···Ā^(0)``, rows normalised):
+    ``first_token_mass`` (last row's weight on position 0), ``dist_last``
+    (``1 - first_token_mass``: total-variation distance of the last row from e_1),
+    ``dist_inf`` (``‖P̂_ℓ - 1e_1ᵀ‖_∞ = 2·max_i(1 - P̂_ℓ[i,0])``), the layer's eigenvalues
+    (its diagonal: ``lambda2`` = largest eigenvalue of Ā after the first, ``diag_mean``,
+    ``unit_eigs`` = rows after the first with a single non-zero, which break Lemma B.6's
+    condition), ``band`` (window width, n when dense).
+
+    ``values``: first-token mass ``[L]``; tensors ``first_column`` ``[L, n]`` and
+    ``eigenvalues`` ``[L, n]``.
+    """
+
+    title = "depth profile"
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.tensors["values"]
+
+    def summary(self) -> str:
+        v = self.values
+        return (
+            f"{self.meta.get('variant')} partial products over {v.numel()} layers, n={self.meta.get('n_tokens')}: "
+            f"last-row first-token mass {float(v[0]):.3g} after layer 0 → {float(v[-1]):.3g} after layer {v.numel() - 1}"
+        )
+
+    def plot(self, ax=None):
+        """First-token mass of the last row and distance from the limit vs depth."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+        df = self.df
+        ax.plot(df["layer"], df["first_token_mass"], "o-", ms=3, label="first-token mass (last row)")
+        ax.plot(df["layer"], df["dist_inf"] / 2, "s--", ms=3, label="max_i (1 - P̂[i,0])")
+        ax.set_xlabel("layer ℓ (partial product Ā^(ℓ)···Ā^(0))")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{self.meta.get('model', '')}: depth limit ({self.meta.get('variant')})", fontsize=9)
+        return ax.figure
+
+
+# --------------------------------------------------------------------------- analysers
+
+
+def _check_args(variant: str, heads: str) -> None:
+    if variant not in VARIANTS:
+        raise UnknownNameError("path variant", variant, VARIANTS)
+    if heads not in HEADS:
+        raise UnknownNameError("head reduction", heads, HEADS)
+
+
+def path_bound(
+    model,
+    prompt,
+    *,
+    variant: str = "bound",
+    heads: str = "mean",
+    beta: Beta = 1.0,
+    band: bool = True,
+    prepend_bos: bool | None = None,
+) -> PathResult:
+    """The last row of ``Ā^(L-1)···Ā^(0)``: for every position i, the weighted count of
+    causal paths i → n (Thm 5.1/B.5 without its constant).
+
+    Args:
+        variant: ``"bound"`` (``A/β + I``), ``"rollout"`` (``(A+I)/2``), ``"attention"`` (``A``).
+        heads: ``"mean"`` or ``"max"`` over heads (max: an upper bound), or ``"none"``
+            (heads summed: each head is a separate edge).
+        beta: the layer-norm constant β of the bound (a float, or one per layer).
+        band: store sliding-window layers as bands (exact; saves memory).
+    """
+    _check_args(variant, heads)
+    require_eval(model)
+    tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
+    t0 = time.perf_counter()
+    pats = capture_patterns(model, tokens, heads=heads, band=band)
+    t1 = time.perf_counter()
+    row = last_row(pats, variant=variant, beta=beta)
+    t2 = time.perf_counter()
+    n = tokens.shape[-1]
+    tensors = {"values": row, "tokens": tokens[0].cpu()}
+    meta = dict(
+        model=_model_name(model), variant=variant, heads=heads,
+        beta=_betas(beta, len(pats)), n_tokens=n,
+        band_widths=[p.width for p in pats], banded_layers=sum(p.banded for p in pats),
+        pattern_bytes=sum(p.nbytes for p in pats),
+        seconds_forward=round(t1 - t0, 4), seconds_chain=round(t2 - t1, 5),
+    )
+    total = float(row.sum())
+    df = pd.DataFrame({
+        "position": range(n),
+        "token_id": tokens[0].tolist(),
+        "token": token_strings(model, tokens),
+        "value": row.numpy(),
+        "share": (row / total).numpy() if total > 0 else float("nan"),
+    })
+    return PathResult(df=df, meta=meta, tensors=tensors)
+
+
+def depth_profile(
+    model,
+    prompt,
+    *,
+    variant: str = "rollout",
+    heads: str = "mean",
+    beta: Beta = 1.0,
+    prepend_bos: bool | None = None,
+) -> DepthResult:
+    """First-token mass of the partial products after each layer, each layer's
+    eigenvalues (the diagonal of the triangular Ā), and the distance of the product
+    from the rank-one first-column limit (Prop. B.8). Runs as the patterns arrive:
+    memory is one layer's pattern, never all of them.
+
+    The default ``variant="rollout"`` (``(A+I)/2``, row-stochastic) is the matrix of
+    Prop. B.8 up to the factor 2^L; every variant's rows are normalised by their sums.
+    """
+    _check_args(variant, heads)
+    require_eval(model)
+    tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
+    n = tokens.shape[-1]
+    L = n_layers(model)
+    betas = _betas(beta, L)
+    state = {
+        "c": torch.zeros(n, dtype=torch.float64),
+        "s": torch.ones(n, dtype=torch.float64),
+    }
+    state["c"][0] = 1
+    cols = [None] * L
+    sums = [None] * L
+    eigs = [None] * L
+    widths = [0] * L
+
+    def step(layer, p):
+        pat = LayerPattern.from_dense(reduce_heads(p, heads).float())
+        a, b = _coefficients(variant, betas[layer])
+        c, s = state["c"].to(pat.data.device), state["s"].to(pat.data.device)
+        c = a * pat.matvec(c) + b * c
+        s = a * pat.matvec(s) + b * s
+        state["c"], state["s"] = c, s
+        cols[layer], sums[layer] = c.cpu(), s.cpu()
+        eigs[layer] = (a * pat.diagonal().double() + b).cpu()
+        widths[layer] = pat.width
+
+    _run_patterns(model, tokens, step)
+    first_col = torch.stack(cols) / torch.stack(sums)  # [L, n] normalised rows
+    eig = torch.stack(eigs)
+    rows = []
+    for layer in range(L):
+        fc = first_col[layer]
+        raw_diag = (eig[layer] - _coefficients(variant, betas[layer])[1]) / _coefficients(variant, betas[layer])[0] \
+            if _coefficients(variant, betas[layer])[0] else eig[layer]
+        rest = eig[layer][1:]
+        rows.append(dict(
+            layer=layer,
+            first_token_mass=float(fc[-1]),
+            dist_last=float(1 - fc[-1]),
+            dist_inf=float(2 * (1 - fc).max()),
+            min_first_column=float(fc.min()),
+            lambda2=float(rest.max()) if rest.numel() else float("nan"),
+            diag_mean=float(eig[layer].mean()),
+            unit_eigs=int((raw_diag[1:] >= 1 - 1e-6).sum()) if n > 1 else 0,
+            band=widths[layer],
+        ))
+    df = pd.DataFrame(rows)
+    tensors = {
+        "values": first_col[:, -1].clone(),
+        "first_column": first_col,
+        "eigenvalues": eig,
+        "tokens": tokens[0].cpu(),
+    }
+    meta = dict(model=_model_name(model), variant=variant, heads=heads, beta=betas, n_tokens=n)
+    return DepthResult(df=df, meta=meta, tensors=tensors)

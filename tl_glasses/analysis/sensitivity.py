@@ -1,0 +1,598 @@
+"""Over-squashing sensitivity: how much the last token's final representation
+depends on the residual-stream input at every position (paper Sec. 5, Thm 5.1/B.5).
+
+``s_i = ‖∂y_n / ∂h_i‖_F`` where ``y_n`` is the target activation at the last
+position (default: the final norm's output, learned scale included, i.e. what the
+unembedding reads) and ``h_i`` is the activation at the ``wrt`` hook at position
+``i`` (default ``blocks.0.hook_resid_pre``: the embedding as the model scales it).
+
+Three methods, all positions at once:
+
+* ``"jacobian"``: the exact Frobenius norms, from ``D`` vector–Jacobian products
+  (``D`` = size of the target vector) batched through one backward graph with
+  ``torch.autograd.grad(..., is_grads_batched=True)``; cost ≈ ``D`` backward passes
+  of compute, but in chunks of many probes at a time.
+* ``"hutchinson"``: ``E_u ‖J_iᵀ u‖²`` over ``probes`` random Gaussian vectors ``u`` is
+  an unbiased estimate of ``‖J_i‖²_F``; probes are batched; the standard error comes
+  from the spread over probes.
+* ``"scalar"``: the gradient of one scalar (an answer logit, a logit difference, a
+  projection ``u·y_n``) with respect to every position: one backward pass.
+
+Forward, metric and ``torch.autograd.grad`` run inside one hooks context: no hook
+is left behind, parameter ``.grad`` is never touched, the model must be in eval mode.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+import pandas as pd
+import torch
+
+from .._core import (
+    FINAL,
+    as_tokens,
+    check_hooks,
+    hooks_context,
+    model_device,
+    model_dtype,
+    n_layers,
+    raise_if_nonfinite,
+    require_eval,
+    resid_name,
+)
+from ..errors import GlassesError, HookError, UnknownNameError
+from ..results import Result, register_result
+
+__all__ = ["sensitivity", "SensitivityResult", "METHODS", "u_shape", "token_strings"]
+
+METHODS = ("jacobian", "hutchinson", "scalar")
+PROBE_DISTRIBUTIONS = ("gaussian", "rademacher")
+
+Metric = Union[None, int, str, tuple, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+
+
+class _StopForward(Exception):
+    """Raised from the target hook to skip the rest of the forward (never escapes)."""
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _regions(n: int) -> dict[str, slice]:
+    k = max(1, n // 10)
+    mid0 = max(0, (n - k) // 2)
+    return {"start": slice(0, k), "middle": slice(mid0, mid0 + k), "end": slice(n - k, n)}
+
+
+def u_shape(values: torch.Tensor, positions: Sequence[int] | slice | None = None) -> dict[str, float]:
+    """Mean of ``values`` over the first, middle and last tenth of ``positions``
+    (default: all positions), and the ratios start/middle and end/middle.
+
+    A U-shape (paper Sec. 5, "U-shape effect") shows as both ratios > 1.
+    """
+    v = values.detach().double().cpu().flatten()
+    if positions is not None:
+        v = v[positions] if isinstance(positions, slice) else v[torch.as_tensor(list(positions))]
+    n = v.numel()
+    if n < 3:
+        raise GlassesError(f"a U-shape summary needs at least 3 positions, got {n}")
+    out = {name: float(v[s].mean()) for name, s in _regions(n).items()}
+    mid = out["middle"]
+    out["start/middle"] = out["start"] / mid if mid > 0 else math.inf
+    out["end/middle"] = out["end"] / mid if mid > 0 else math.inf
+    return out
+
+
+def token_strings(model, tokens: torch.Tensor) -> list[str]:
+    tok = getattr(model, "tokenizer", None)
+    ids = tokens.flatten().tolist()
+    if tok is None:
+        return [str(i) for i in ids]
+    return [tok.decode([i]) for i in ids]
+
+
+@register_result
+@dataclass(repr=False)
+class SensitivityResult(Result):
+    """Per-position sensitivity of the last token (one row per wrt hook and position).
+
+    ``values``: ``[n]`` for one ``wrt`` hook, ``[layers, n]`` for a list or "all".
+    ``df`` columns: ``wrt``, ``layer`` (index in the wrt list), ``position``,
+    ``token_id``, ``token``, ``value`` (‖∂y_n/∂h_i‖), ``value_sq`` (its square),
+    ``stderr``/``stderr_sq`` (Hutchinson only; NaN otherwise), ``share`` (value_sq
+    over the sum of value_sq over positions, per wrt hook).
+    """
+
+    title = "over-squashing sensitivity"
+
+    @property
+    def values(self) -> torch.Tensor:
+        v = self.tensors["values"]
+        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
+
+    @property
+    def values_sq(self) -> torch.Tensor:
+        v = self.tensors["values_sq"]
+        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
+
+    @property
+    def stderr_sq(self) -> torch.Tensor | None:
+        v = self.tensors.get("stderr_sq")
+        if v is None:
+            return None
+        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.tensors["tokens"]
+
+    @property
+    def wrt(self) -> list[str]:
+        return list(self.meta.get("wrt", []))
+
+    def u_shape(self, positions: Sequence[int] | slice | None = None) -> pd.DataFrame:
+        """Start/middle/end-tenth means per wrt hook (see :func:`u_shape`)."""
+        vals = self.tensors["values"]
+        rows = [dict(wrt=w, **u_shape(vals[k], positions)) for k, w in enumerate(self.wrt)]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        vals = self.tensors["values"]
+        n = vals.shape[-1]
+        u = u_shape(vals[0]) if n >= 3 else None
+        head = (
+            f"{self.meta.get('method')} sensitivity of {self.meta.get('target')}[{self.meta.get('target_pos')}] "
+            f"w.r.t. {self.wrt[0] if len(self.wrt) == 1 else f'{len(self.wrt)} hooks'}, {n} positions"
+        )
+        if u:
+            head += (
+                f"; mean by tenth start {u['start']:.3g} / middle {u['middle']:.3g} / end {u['end']:.3g}"
+            )
+        return head
+
+    def plot(self, ax=None, *, normalise: bool = False, layers: Sequence[int] | None = None):
+        """Sensitivity vs position on a log axis (one line per wrt hook)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+        vals = self.tensors["values"].double()
+        idx = list(range(vals.shape[0])) if layers is None else list(layers)
+        cmap = plt.get_cmap("viridis")
+        for j, k in enumerate(idx):
+            v = vals[k]
+            if normalise:
+                v = v / v.sum()
+            color = cmap(j / max(1, len(idx) - 1)) if len(idx) > 1 else "C0"
+            ax.plot(range(v.numel()), v.numpy(), lw=1.2, color=color, label=self.wrt[k])
+        ax.set_yscale("log")
+        ax.set_xlabel("position i")
+        ylabel = "‖∂y_n/∂h_i‖" + (" (share)" if normalise else "")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{self.meta.get('model', '')}: {self.meta.get('method')} sensitivity", fontsize=9)
+        if 1 < len(idx) <= 8:
+            ax.legend(fontsize=6)
+        return ax.figure
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _wrt_names(model, wrt) -> tuple[list[str], bool]:
+    if isinstance(wrt, str) and wrt == "all":
+        return [resid_name(layer) for layer in range(n_layers(model))], False
+    if isinstance(wrt, (str, int)):
+        items, single = [wrt], True
+    elif isinstance(wrt, (list, tuple)) and wrt:
+        items, single = list(wrt), False
+    else:
+        raise GlassesError(
+            f"wrt must be a hook name, a layer index, a list of them, or 'all'; got {wrt!r}"
+        )
+    names = []
+    for w in items:
+        if isinstance(w, bool) or not isinstance(w, (str, int)):
+            raise GlassesError(f"wrt entries are hook names or layer indices, not {w!r}")
+        if isinstance(w, int):
+            if not 0 <= w < n_layers(model):
+                raise GlassesError(f"wrt layer {w} is out of range: the model has {n_layers(model)} layers")
+            w = resid_name(w)
+        names.append(w)
+    if len(set(names)) != len(names):
+        raise GlassesError(f"wrt lists a hook more than once: {names}")
+    return names, single
+
+
+def _target_name(model, target) -> str:
+    if target == "final":
+        return FINAL
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not 0 <= target < n_layers(model):
+            raise GlassesError(f"target layer {target} is out of range: the model has {n_layers(model)} layers")
+        return resid_name(target, "post")
+    if isinstance(target, str):
+        return target
+    raise GlassesError(f"target is 'final', a layer index or a hook name; got {target!r}")
+
+
+def _token_id(model, t) -> int:
+    if isinstance(t, int) and not isinstance(t, bool):
+        vocab = getattr(model.cfg, "d_vocab", None)
+        if vocab and not 0 <= t < vocab:
+            raise GlassesError(f"token id {t} is outside the vocabulary [0, {vocab})")
+        return t
+    if isinstance(t, str):
+        ids = model.to_tokens(t, prepend_bos=False).flatten().tolist()
+        if len(ids) != 1:
+            raise GlassesError(
+                f"metric token {t!r} is {len(ids)} tokens for this tokenizer ({ids}); "
+                f"pass a single-token string or the token id"
+            )
+        return ids[0]
+    raise GlassesError(f"a metric token is an id or a single-token string, not {t!r}")
+
+
+def _describe_metric(metric: Metric) -> str:
+    if metric is None:
+        return "top-1 logit"
+    if isinstance(metric, torch.Tensor):
+        return f"projection u·y (‖u‖={float(metric.norm()):.4g})"
+    if isinstance(metric, tuple):
+        return f"logit difference {metric[0]!r} - {metric[1]!r}"
+    if isinstance(metric, (int, str)):
+        return f"logit of {metric!r}"
+    return getattr(metric, "__name__", repr(metric))
+
+
+def _logits_to_keep_supported(model) -> bool:
+    import inspect
+
+    hf = getattr(model, "original_model", None)
+    if hf is None:
+        return False
+    try:
+        return "logits_to_keep" in inspect.signature(hf.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _per_probe_bytes(model, n: int, n_wrt: int, width: int) -> int:
+    cfg = model.cfg
+    heads = int(getattr(cfg, "n_heads", 1) or 1)
+    d = int(getattr(cfg, "d_model", width))
+    d_mlp = int(getattr(cfg, "d_mlp", 4 * d) or 4 * d)
+    item = torch.finfo(model_dtype(model)).bits // 8
+    # transient gradients in one layer's backward + the gradients returned for every wrt hook
+    return item * (3 * heads * n * n + 6 * n * d_mlp + 8 * n * d) + 8 * n_wrt * n * width
+
+
+def _auto_chunk(model, n: int, n_wrt: int, width: int, total: int, budget: float) -> int:
+    k = int(budget // max(1, _per_probe_bytes(model, n, n_wrt, width)))
+    return max(1, min(total, k))
+
+
+class _Graph:
+    """One forward with the wrt activations captured (the first one replaced by a
+    leaf) and the target captured; the forward stops right after the target
+    unless logits are needed."""
+
+    def __init__(self, wrt: list[str], target: str, target_pos: int, need_logits: bool):
+        self.wrt, self.target, self.target_pos, self.need_logits = wrt, target, target_pos, need_logits
+        self.acts: dict[str, torch.Tensor] = {}
+        self.y: torch.Tensor | None = None
+        self.leaf: torch.Tensor | None = None
+
+    def hook_for(self, name: str):
+        # keyed by the name asked for: an alias (hook_resid_pre) fires as its target (hook_in)
+        return lambda t, hook: self.wrt_hook(t, hook, name)
+
+    def wrt_hook(self, t, hook, name: str):
+        if name in self.acts:
+            raise HookError(f"hook {name!r} fired twice in one forward; sensitivity needs a hook that fires once")
+        if not isinstance(t, torch.Tensor) or t.ndim < 3 or not t.is_floating_point():
+            raise HookError(
+                f"wrt hook {name!r} gives {type(t).__name__} "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}; sensitivity needs an activation "
+                f"shaped [batch, pos, ...] such as blocks.L.hook_resid_pre"
+            )
+        if self.leaf is None:
+            # the first wrt hook to fire becomes the leaf: nothing upstream is recorded
+            x = t.detach().clone().requires_grad_(True)
+            self.leaf = x
+            self.acts[name] = x
+            return x
+        self.acts[name] = t
+        return t
+
+    def target_hook(self, t, hook):
+        if not isinstance(t, torch.Tensor) or t.ndim < 3:
+            raise HookError(f"target hook {self.target!r} must give [batch, pos, ...], got {type(t).__name__}")
+        self.y = t
+        if not self.need_logits:
+            raise _StopForward
+
+
+def _forward(model, tokens, graph: _Graph, *, keep_last_logits: bool):
+    kw: dict[str, Any] = {}
+    if graph.need_logits:
+        if keep_last_logits:
+            kw["logits_to_keep"] = 1
+        return model(tokens, return_type="logits", **kw)
+    try:
+        model(tokens, return_type=None)
+    except _StopForward:
+        pass
+    return None
+
+
+def _scalar_from_logits(model, metric: Metric, logits: torch.Tensor) -> torch.Tensor:
+    last = logits[0, -1]
+    if metric is None:
+        return last[int(last.detach().argmax())]
+    if isinstance(metric, tuple):
+        if len(metric) != 2:
+            raise GlassesError(f"a logit-difference metric is a pair (token_a, token_b), got {metric!r}")
+        a, b = (_token_id(model, t) for t in metric)
+        return last[a] - last[b]
+    if isinstance(metric, (int, str)):
+        return last[_token_id(model, metric)]
+    out = metric(last)
+    if not isinstance(out, torch.Tensor) or out.numel() != 1:
+        raise GlassesError(
+            "a metric callable takes the last position's logits [d_vocab] and returns one scalar tensor; "
+            f"it returned {type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
+        )
+    return out.reshape(())
+
+
+def _norms(g: torch.Tensor, pos_dim: int) -> torch.Tensor:
+    """Sum of squares over every dim except ``pos_dim`` (accumulated in float64)."""
+    g = g.detach().to(torch.float64)
+    dims = [d for d in range(g.ndim) if d != pos_dim]
+    return g.pow(2).sum(dim=dims)
+
+
+def _per_probe_norms(g: torch.Tensor) -> torch.Tensor:
+    """[probes, batch=1, pos, ...] -> [probes, pos] sums of squares (float64)."""
+    g = g.detach().to(torch.float64)
+    return g.pow(2).flatten(3).sum(-1)[:, 0] if g.ndim > 3 else g.pow(2)[:, 0]
+
+
+# --------------------------------------------------------------------------- analyser
+
+
+def sensitivity(
+    model,
+    prompt,
+    *,
+    wrt: Union[str, int, Sequence[Union[str, int]]] = "blocks.0.hook_resid_pre",
+    target: Union[str, int] = "final",
+    target_pos: int = -1,
+    method: str = "jacobian",
+    probes: int = 64,
+    metric: Metric = None,
+    seed: int = 0,
+    probe_dist: str = "gaussian",
+    chunk_size: int | None = None,
+    memory_budget: float = 1.5e9,
+    prepend_bos: bool | None = None,
+) -> SensitivityResult:
+    """Sensitivity of the target (default: final normalised representation of the
+    last token) to the activation at ``wrt`` at every position.
+
+    Args:
+        model: a TransformerLens model (TransformerBridge or HookedTransformer), in eval mode.
+        prompt: a string (tokenised with ``model.to_tokens``) or token ids used as given.
+        wrt: a hook name, a layer index (its ``blocks.L.hook_resid_pre``), a list of
+            them, or ``"all"`` (every layer's resid_pre): ``values`` is then ``[layers, n]``.
+        target: ``"final"`` (``ln_final.hook_out``), a layer index (its resid_post), or a hook name.
+        target_pos: position of the target vector (default: the last).
+        method: ``"jacobian"`` (exact ‖J_i‖_F), ``"hutchinson"`` (unbiased estimate of
+            ‖J_i‖²_F from ``probes`` random probes, with standard error), ``"scalar"``
+            (gradient norm of one scalar, one backward pass).
+        probes: number of Hutchinson probes.
+        metric: for ``method="scalar"``: ``None`` (the top-1 next-token logit), a token id
+            or single-token string (its logit), a pair of them (logit difference), a tensor
+            ``u`` shaped like the target vector (``u·y_n``), or a callable taking the last
+            position's logits ``[d_vocab]`` and returning a scalar tensor.
+        seed: seeds the Hutchinson probes (a private generator; global RNG untouched).
+        probe_dist: ``"gaussian"`` (default) or ``"rademacher"`` probes.
+        chunk_size: probes per batched backward; default from ``memory_budget`` (bytes).
+
+    Returns:
+        :class:`SensitivityResult` (``.values`` [n] or [layers, n], ``.df``, ``.plot()``).
+    """
+    if method not in METHODS:
+        raise UnknownNameError("sensitivity method", method, METHODS)
+    if probe_dist not in PROBE_DISTRIBUTIONS:
+        raise UnknownNameError("probe distribution", probe_dist, PROBE_DISTRIBUTIONS)
+    if method == "hutchinson" and (not isinstance(probes, int) or probes < 2):
+        raise GlassesError(f"hutchinson needs at least 2 probes (for a standard error), got {probes!r}")
+    if method != "scalar" and metric is not None:
+        raise GlassesError(
+            f"metric= applies to method='scalar' only; method={method!r} measures the whole target vector"
+        )
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise GlassesError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    require_eval(model)
+    tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
+    n = tokens.shape[-1]
+    if not -n <= target_pos < n:
+        raise GlassesError(f"target_pos {target_pos} is outside the {n}-token sequence")
+    tpos = target_pos % n
+    wrt_names, single = _wrt_names(model, wrt)
+    target_name = _target_name(model, target)
+    if target_name in wrt_names:
+        raise GlassesError(f"target {target_name!r} is also a wrt hook; pick an earlier wrt hook")
+    vector_metric = isinstance(metric, torch.Tensor)
+    need_logits = method == "scalar" and not vector_metric
+    check_hooks(model, wrt_names + ([] if need_logits else [target_name]), purpose="sensitivity")
+
+    graph = _Graph(wrt_names, target_name, tpos, need_logits)
+    fwd = [(name, graph.hook_for(name)) for name in wrt_names]
+    if not need_logits:
+        fwd.append((target_name, graph.target_hook))
+    keep_last = need_logits and tpos == n - 1 and _logits_to_keep_supported(model)
+
+    t0 = time.perf_counter()
+    out: dict[str, torch.Tensor] = {}
+    with torch.enable_grad(), hooks_context(model, fwd_hooks=fwd):
+        logits = _forward(model, tokens, graph, keep_last_logits=keep_last)
+        missing = [w for w in wrt_names if w not in graph.acts]
+        if missing:
+            raise HookError(
+                f"wrt hook(s) {missing} did not fire before the target {target_name!r}: the target "
+                f"cannot depend on them. Use a wrt hook earlier in the model than the target"
+            )
+        inputs = [graph.acts[w] for w in wrt_names]
+        for w, a in zip(wrt_names, inputs):
+            if a.shape[1] != n:
+                raise HookError(
+                    f"wrt hook {w!r} gives shape {tuple(a.shape)}; position must be dim 1 (n={n})"
+                )
+
+        if need_logits:
+            if not isinstance(logits, torch.Tensor):
+                raise GlassesError("the model returned no logits tensor; use a vector metric (a tensor u)")
+            if not keep_last:
+                logits = logits[:, : tpos + 1]
+            scalar = _scalar_from_logits(model, metric, logits)
+            raise_if_nonfinite(model, tokens, scalar.detach(), "the metric")
+            grads = _grad(scalar, inputs)
+            sq = torch.stack([_norms(g, 1) for g in grads])
+            out["values_sq"] = sq
+        else:
+            y = graph.y[0, tpos]
+            raise_if_nonfinite(model, tokens, y.detach(), target_name)
+            if method == "scalar":
+                u = metric.to(device=y.device, dtype=y.dtype)
+                if u.shape != y.shape:
+                    raise GlassesError(
+                        f"a vector metric must have the target's shape {tuple(y.shape)}, got {tuple(u.shape)}"
+                    )
+                grads = _grad((y * u).sum(), inputs)
+                out["values_sq"] = torch.stack([_norms(g, 1) for g in grads])
+            else:
+                width = int(y.numel())
+                total = width if method == "jacobian" else probes
+                act_width = int(inputs[0][0, 0].numel())
+                k = chunk_size or _auto_chunk(model, n, len(inputs), act_width, total, memory_budget)
+                if method == "jacobian":
+                    out["values_sq"] = _jacobian_sq(y, inputs, k)
+                else:
+                    est, se = _hutchinson_sq(y, inputs, probes, k, seed, probe_dist)
+                    out["values_sq"], out["stderr_sq"] = est, se
+                out["chunk_size"] = torch.tensor(k)
+    elapsed = time.perf_counter() - t0
+
+    values_sq = out["values_sq"].clamp_min(0)
+    values = values_sq.sqrt()
+    tensors = {"values": values.float(), "values_sq": values_sq, "tokens": tokens[0].cpu()}
+    if "stderr_sq" in out:
+        tensors["stderr_sq"] = out["stderr_sq"]
+    meta = dict(
+        model=_model_name(model),
+        method=method,
+        wrt=wrt_names,
+        single_wrt=single,
+        target=target_name,
+        target_pos=tpos,
+        n_tokens=n,
+        probes=probes if method == "hutchinson" else None,
+        probe_dist=probe_dist if method == "hutchinson" else None,
+        seed=seed if method == "hutchinson" else None,
+        metric=_describe_metric(metric) if method == "scalar" else None,
+        chunk_size=int(out["chunk_size"]) if "chunk_size" in out else None,
+        dtype=str(model_dtype(model)),
+        seconds=round(elapsed, 4),
+    )
+    return SensitivityResult(df=_frame(model, tokens, wrt_names, tensors), meta=meta, tensors=tensors)
+
+
+def _grad(scalar_or_y, inputs, **kw):
+    grads = torch.autograd.grad(scalar_or_y, inputs, allow_unused=True, **kw)
+    bad = [i for i, g in enumerate(grads) if g is None]
+    if bad:
+        raise HookError(
+            "the target does not depend on the activation at "
+            f"{[inputs[i].shape for i in bad]} (no gradient path); check the wrt hooks"
+        )
+    return grads
+
+
+def _jacobian_sq(y: torch.Tensor, inputs: list[torch.Tensor], k: int) -> torch.Tensor:
+    """Exact squared Frobenius norms Σ_o ‖∂y_o/∂h_i‖² for every wrt and position,
+    from one-hot vector–Jacobian products, ``k`` at a time through one graph."""
+    width = y.numel()
+    acc = [torch.zeros(a.shape[1], dtype=torch.float64, device=a.device) for a in inputs]
+    flat_shape = y.shape
+    starts = list(range(0, width, k))
+    for j, s in enumerate(starts):
+        e = min(width, s + k)
+        eye = torch.zeros(e - s, width, dtype=y.dtype, device=y.device)
+        eye[torch.arange(e - s), torch.arange(s, e)] = 1
+        grads = _grad(
+            y, inputs, grad_outputs=eye.reshape(e - s, *flat_shape),
+            retain_graph=j < len(starts) - 1, is_grads_batched=True,
+        )
+        for a, g in zip(acc, grads):
+            a += _per_probe_norms(g).sum(0)
+    return torch.stack(acc)
+
+
+def _hutchinson_sq(y, inputs, probes: int, k: int, seed: int, dist: str):
+    gen = torch.Generator(device=y.device).manual_seed(int(seed))
+    per = [[] for _ in inputs]
+    starts = list(range(0, probes, k))
+    for j, s in enumerate(starts):
+        e = min(probes, s + k)
+        if dist == "gaussian":
+            u = torch.randn((e - s, *y.shape), generator=gen, device=y.device, dtype=torch.float32)
+        else:
+            u = torch.randint(0, 2, (e - s, *y.shape), generator=gen, device=y.device).float() * 2 - 1
+        grads = _grad(y, inputs, grad_outputs=u.to(y.dtype), retain_graph=j < len(starts) - 1,
+                      is_grads_batched=True)
+        for p, g in zip(per, grads):
+            p.append(_per_probe_norms(g))
+    est, se = [], []
+    for p in per:
+        x = torch.cat(p)  # [probes, pos]
+        est.append(x.mean(0))
+        se.append(x.std(0, unbiased=True) / math.sqrt(probes))
+    return torch.stack(est), torch.stack(se)
+
+
+def _model_name(model) -> str:
+    info = getattr(model, "tl_glasses_info", None) or {}
+    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
+
+
+def _frame(model, tokens, wrt_names, tensors) -> pd.DataFrame:
+    n = tokens.shape[-1]
+    ids = tokens[0].tolist()
+    strs = token_strings(model, tokens)
+    vals, sq = tensors["values"].double(), tensors["values_sq"]
+    se_sq = tensors.get("stderr_sq")
+    frames = []
+    for k, w in enumerate(wrt_names):
+        total = float(sq[k].sum())
+        s = sq[k].double()
+        se = se_sq[k].double() if se_sq is not None else None
+        # delta method: se(sqrt(x)) = se(x) / (2 sqrt(x))
+        se_norm = (se / (2 * s.clamp_min(1e-300).sqrt())) if se is not None else None
+        frames.append(pd.DataFrame({
+            "wrt": w,
+            "layer": k,
+            "position": range(n),
+            "token_id": ids,
+            "token": strs,
+            "value": vals[k].numpy(),
+            "value_sq": s.numpy(),
+            "stderr": se_norm.numpy() if se_norm is not None else float("nan"),
+            "stderr_sq": se.numpy() if se is not None else float("nan"),
+            "share": (s / total).numpy() if total > 0 else float("nan"),
+        }))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,91 @@
+"""Mitigations by name, and the compact spec strings the CLI uses.
+
+    separators            separators(every=3, sep=",")
+    separators:4          separators(every=4)
+    separators:3:;        separators(every=3, sep=";")
+    sliding_window:64     sliding_window(window=64) on every layer
+    sliding_window:64@0-5,9
+    global_attention      every native local layer made global
+    global_attention@0-4
+    prompt_structure:question_first | question_last | sequence_first
+    a+b                   both at once
+"""
+from __future__ import annotations
+
+from ..errors import GlassesError, UnknownNameError
+from ._base import Compose, Mitigation
+from .attention import global_attention, sliding_window
+from .prompting import prompt_structure, separators
+
+__all__ = ["MITIGATIONS", "mitigations", "parse_mitigation"]
+
+MITIGATIONS = {
+    "separators": separators,
+    "sliding_window": sliding_window,
+    "global_attention": global_attention,
+    "prompt_structure": prompt_structure,
+}
+
+
+def mitigations() -> list[str]:
+    """Names of the registered mitigations."""
+    return sorted(MITIGATIONS)
+
+
+def _layers(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise GlassesError(f"cannot read layers {text!r}; write them like 0-4,7") from None
+    return out
+
+
+def _one(spec: str) -> Mitigation:
+    spec = spec.strip()
+    layers = None
+    if "@" in spec:
+        spec, lay = spec.split("@", 1)
+        layers = _layers(lay)
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if name not in MITIGATIONS:
+        raise UnknownNameError("mitigation", name, mitigations())
+    args = rest.split(":", 1) if rest else []
+    try:
+        if name == "separators":
+            if layers is not None:
+                raise GlassesError("separators edit the prompt; they take no @layers")
+            every = int(args[0]) if args and args[0] else 3
+            return separators(every, args[1] if len(args) > 1 else ",")
+        if name == "sliding_window":
+            if not args or not args[0]:
+                raise GlassesError("sliding_window needs a window: sliding_window:64")
+            return sliding_window(int(args[0]), layers)
+        if name == "global_attention":
+            if args:
+                raise GlassesError("global_attention takes only @layers: global_attention@0-4")
+            return global_attention(layers)
+        if name == "prompt_structure":
+            return prompt_structure(args[0] if args else "question_first")
+    except ValueError as exc:
+        if isinstance(exc, GlassesError):
+            raise
+        raise GlassesError(f"cannot read the mitigation {spec!r}: {exc}") from None
+    raise AssertionError(name)
+
+
+def parse_mitigation(spec: str) -> Mitigation | None:
+    """A mitigation from a spec string (see the module docstring); "none" -> None."""
+    if spec is None or spec.strip().lower() in ("", "none", "baseline"):
+        return None
+    parts = [_one(p) for p in spec.split("+")]
+    return parts[0] if len(parts) == 1 else Compose(tuple(parts))

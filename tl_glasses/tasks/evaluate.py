@@ -1,0 +1,434 @@
+"""Run a task on a model over sequence lengths: ``tl_glasses.evaluate``.
+
+::
+
+    import tl_glasses as tg
+    model = tg.load_model("smollm2-135m")
+    res = tg.evaluate(model, "copy_last", [2, 10, 50, 100, 200])            # teacher-forced
+    res = tg.evaluate(model, "count_sum", [5, 20, 100], mode="cot", scoring="generate",
+                      max_new_tokens=128, out="runs/sum_cot")               # resumable
+    res.df; res.summary_by_n(); res.answer_histogram(); res.plot()
+
+Every item's prompt is tokenised with
+:func:`~tl_glasses.tasks.tokenization.tokenize_items`, which checks that each item of
+the sequence (digit, "1" of the sum, word) is one token of its own and refuses, with a
+message naming a separator that works, a configuration where the tokenizer merges
+them. How the items tokenised is recorded per row (``item_tokens``, ``n_tokens``);
+:func:`tokenization_report` shows it without running the model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._core import model_dtype, n_ctx, require_eval
+from ..errors import ContextLengthError, GlassesError, TokenizationError, UnknownNameError
+from ..results import Result, register_result
+from ..sweeps import RowStore
+from . import scoring as S
+from .generators import MODES, Task, TaskItem, get_task, parse_lengths
+from .parsing import parse_answer
+from .tokenization import TokenizedItems, token_strings, tokenize_items
+
+__all__ = ["evaluate", "TaskResult", "tokenization_report", "SCORINGS", "prepare_item"]
+
+SCORINGS = ("score", "generate")
+DEFAULT_MAX_NEW_TOKENS = {"answer": 32, "cot": 192, "cot_fewshot": 192}
+
+
+def _model_name(model) -> str:
+    from ..models import model_info
+
+    info = model_info(model)
+    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
+
+
+def prepare_item(model, item: TaskItem, *, chat: bool | str = "auto", with_prefix: bool = False) -> TokenizedItems:
+    """The tokens the model reads for ``item`` (chat-wrapped if asked), checked so that
+    every item of the sequence is one token; ``with_prefix`` appends the answer prefix
+    (teacher-forced scoring): right where the assistant's turn starts in a chat
+    text, on a new line after a plain-text prompt."""
+    text, prepend_bos, chat_used = S.chat_template(model, item.template, chat)
+    if with_prefix:
+        # a chat text ends where the assistant's turn starts; plain text gets a new line
+        text = text + ("" if chat_used else "\n") + item.answer_prefix
+    try:
+        tk = tokenize_items(model, text, item.items, sep=item.sep, prepend_bos=prepend_bos)
+    except TokenizationError as exc:
+        how = (" Pass the separator as a task option: evaluate(..., sep=...) or "
+               f"get_task({item.task!r}).items(..., sep=...)") if "try sep=" in str(exc) else ""
+        raise TokenizationError(f"task {item.task!r}, n={item.n}: {exc}.{how}") from None
+    ctx = n_ctx(model)
+    if ctx is not None and tk.n_tokens + (0 if with_prefix else 1) > ctx:
+        raise ContextLengthError(
+            f"task {item.task!r}, n={item.n}: the prompt has {tk.n_tokens} tokens but the model's "
+            f"context is {ctx}; use shorter lengths"
+        )
+    return tk
+
+
+def _item_token_summary(model, tk: TokenizedItems) -> str:
+    strs = token_strings(model, tk.tokens[tk.item_positions])
+    return " ".join(sorted(set(strs)))
+
+
+def tokenization_report(model, task: str | Task, lengths, *, mode: str = "answer", chat: bool | str = "auto",
+                        n_items: int = 1, seed: int = 0, with_prefix: bool = False, **options) -> pd.DataFrame:
+    """How each item's prompt tokenises, without running the model: one row per item
+    with the prompt's token count, the item count, the distinct item tokens and whether
+    each item is one token (``ok``; ``message`` says what merged otherwise)."""
+    t = get_task(task)
+    rows = []
+    for it in t.items(lengths, n_items=n_items, seed=seed, mode=mode, **options):
+        row = dict(task=t.name, n=it.n, item=it.index, sep=it.sep, n_items=len(it.items))
+        try:
+            tk = prepare_item(model, it, chat=chat, with_prefix=with_prefix)
+        except (TokenizationError, ContextLengthError) as exc:
+            rows.append({**row, "ok": False, "n_tokens": None, "item_tokens": None,
+                         "first_item_position": None, "last_item_position": None, "message": str(exc)})
+            continue
+        rows.append({**row, "ok": True, "n_tokens": tk.n_tokens, "item_tokens": _item_token_summary(model, tk),
+                     "first_item_position": tk.item_positions[0], "last_item_position": tk.item_positions[-1],
+                     "message": "one token per item"})
+    return pd.DataFrame(rows)
+
+
+# --- the result ------------------------------------------------------------------------
+@register_result
+@dataclass(repr=False)
+class TaskResult(Result):
+    """Per-item results of :func:`evaluate` (``.df``: one row per item) with summaries
+    per length and the paper's plots (Fig. 2: accuracy vs n; Fig. 3: absolute error vs
+    n; Fig. 4: histogram of answers)."""
+
+    title = "task evaluation"
+
+    @property
+    def kind(self) -> str:
+        kinds = set(self.df["kind"]) if "kind" in self.df else set()
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(dict.fromkeys(self.df["condition"])) if len(self.df) else []
+
+    def summary_by_n(self) -> pd.DataFrame:
+        """Per condition and length: items, accuracy, mean absolute error (over parsed
+        answers), unparsed fraction; for teacher-forced scoring also the mean probability
+        of the right answer, mean log-prob margin to the best wrong answer and median rank."""
+        df = self.df
+        if not len(df):
+            return pd.DataFrame()
+        rows = []
+        for (cond, n), g in df.groupby(["condition", "n"], sort=False):
+            parsed = g["prediction"].notna()
+            r = dict(condition=cond, n=int(n), items=len(g), accuracy=float(g["correct"].mean()),
+                     mae=float(g.loc[parsed, "abs_error"].mean()) if parsed.any() else float("nan"),
+                     unparsed=float((~parsed).mean()))
+            if "logit_diff" in g and g["logit_diff"].notna().any():
+                r.update(p_answer=float(g["p_answer"].mean()), logit_diff=float(g["logit_diff"].mean()),
+                         median_rank=float(g["rank"].median()))
+            rows.append(r)
+        return pd.DataFrame(rows).sort_values(["condition", "n"], kind="stable").reset_index(drop=True)
+
+    def answer_histogram(self, *, by_condition: bool = False, min_n: int | None = None) -> pd.DataFrame:
+        """How often each answer was given (parsed predictions only), most common first:
+        the paper's Fig. 4 ("100 is by far the most common response"). ``min_n`` keeps
+        only lengths >= min_n."""
+        df = self.df
+        if min_n is not None:
+            df = df[df["n"] >= min_n]
+        df = df[df["prediction"].notna()]
+        keys = (["condition"] if by_condition else []) + ["prediction"]
+        if not len(df):
+            return pd.DataFrame(columns=keys + ["count", "fraction"])
+        h = df.groupby(keys).size().rename("count").reset_index()
+        total = h.groupby("condition")["count"].transform("sum") if by_condition else h["count"].sum()
+        h["fraction"] = h["count"] / total
+        h["prediction"] = h["prediction"].map(lambda v: int(v) if float(v).is_integer() else v)
+        return h.sort_values((["condition"] if by_condition else []) + ["count"],
+                             ascending=[True] * by_condition + [False], kind="stable").reset_index(drop=True)
+
+    def summary(self) -> str:
+        if not len(self.df):
+            return "no items"
+        s = self.summary_by_n()
+        ns = sorted(set(self.df["n"]))
+        acc = self.df["correct"].mean()
+        unp = self.df["prediction"].isna().mean()
+        conds = self.conditions
+        what = conds[0] if len(conds) == 1 else f"{len(conds)} conditions"
+        scor = ",".join(sorted(set(self.df["scoring"])))
+        extra = ""
+        if self.kind == "count":
+            extra = f", MAE {s['mae'].mean():.3g}"
+        return (f"{what} ({scor}): accuracy {acc:.2f} over {len(self.df)} items, n={ns[0]}..{ns[-1]}"
+                f"{extra}, {unp:.0%} unparsed")
+
+    @classmethod
+    def concat(cls, results: Iterable["TaskResult"]) -> "TaskResult":
+        """One result holding several (e.g. copy_last and copy_first, or the three modes),
+        plotted side by side."""
+        results = list(results)
+        if not results:
+            raise GlassesError("concat needs at least one result")
+        df = pd.concat([r.df for r in results], ignore_index=True)
+        return cls(df=df, meta={"parts": [r.meta for r in results],
+                                "model": ", ".join(dict.fromkeys(str(r.meta.get("model")) for r in results))})
+
+    # -- plots -------------------------------------------------------------------------
+    def plot(self, ax=None, kind: str = "auto"):
+        """``kind``: 'accuracy' (Fig. 2), 'error' (Fig. 3), 'histogram' (Fig. 4),
+        'margin' (teacher-forced log-prob margin of the right answer vs n) or 'auto'
+        (copying: accuracy and margin; counting: error and histogram). Returns the Figure."""
+        import matplotlib.pyplot as plt
+
+        kinds = {"accuracy", "error", "histogram", "margin"}
+        if kind == "auto":
+            scored = "logit_diff" in self.df and self.df["logit_diff"].notna().any()
+            if self.kind == "count":
+                panels = ["error", "histogram"]
+            else:
+                panels = ["accuracy", "margin" if scored else "unparsed"]
+        elif kind in kinds:
+            panels = [kind]
+        else:
+            raise UnknownNameError("plot kind", kind, sorted(kinds) + ["auto"])
+        if ax is not None:
+            panels = panels[:1]
+            axes = [ax]
+            fig = ax.figure
+        else:
+            fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+            axes = list(axes[0])
+        for a, p in zip(axes, panels):
+            getattr(self, f"_plot_{p}")(a)
+        model = self.meta.get("model", "")
+        if ax is None:
+            fig.suptitle(f"{model}", fontsize=10)
+            fig.tight_layout()
+        return fig
+
+    def _xscale(self, a):
+        ns = sorted(set(self.df["n"]))
+        if ns and ns[0] > 0 and ns[-1] / ns[0] >= 50:
+            a.set_xscale("log")
+        a.set_xlabel("sequence length n")
+
+    def _plot_accuracy(self, a):
+        s = self.summary_by_n()
+        for cond, g in s.groupby("condition", sort=False):
+            a.plot(g["n"], g["accuracy"], marker="o", ms=4, label=cond)
+        a.set_ylim(-0.05, 1.05)
+        a.set_ylabel("accuracy")
+        a.set_title("accuracy vs length")
+        self._xscale(a)
+        a.legend(fontsize=7)
+
+    def _plot_unparsed(self, a):
+        s = self.summary_by_n()
+        for cond, g in s.groupby("condition", sort=False):
+            a.plot(g["n"], g["unparsed"], marker="o", ms=4, label=cond)
+        a.set_ylim(-0.05, 1.05)
+        a.set_ylabel("unparsed fraction")
+        a.set_title("answers that could not be read")
+        self._xscale(a)
+
+    def _plot_margin(self, a):
+        s = self.summary_by_n()
+        for cond, g in s.groupby("condition", sort=False):
+            if "logit_diff" in g:
+                a.plot(g["n"], g["logit_diff"], marker="o", ms=4, label=cond)
+        a.axhline(0, color="k", lw=0.8)
+        a.set_ylabel("log P(right) − max log P(wrong)")
+        a.set_title("teacher-forced margin (> 0: right answer wins)")
+        self._xscale(a)
+        a.legend(fontsize=7)
+
+    def _plot_error(self, a):
+        s = self.summary_by_n()
+        for cond, g in s.groupby("condition", sort=False):
+            line, = a.plot(g["n"], g["mae"], marker="o", ms=4, label=cond)
+            pts = self.df[(self.df["condition"] == cond) & self.df["prediction"].notna()]
+            a.scatter(pts["n"], pts["abs_error"], s=6, alpha=0.3, color=line.get_color())
+        a.set_ylabel("absolute error")
+        a.set_title("absolute error vs length (line: mean)")
+        self._xscale(a)
+        a.legend(fontsize=7)
+
+    def _plot_histogram(self, a):
+        h = self.answer_histogram()
+        if len(h):
+            a.bar(h["prediction"].astype(float), h["count"], width=1.0)
+            top = h.iloc[0]
+            a.set_title(f"answers given (most common: {top['prediction']}, {top['fraction']:.0%})")
+        else:
+            a.set_title("answers given (none parsed)")
+        a.set_xlabel("predicted answer")
+        a.set_ylabel("count")
+
+
+# --- evaluation ---------------------------------------------------------------------------
+def evaluate(
+    model,
+    task: str | Task,
+    lengths,
+    *,
+    mode: str = "answer",
+    scoring: str = "score",
+    n_items: int | None = None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    chat: bool | str = "auto",
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    terminate: bool = True,
+    method: str = "auto",
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
+    **task_options: Any,
+) -> TaskResult:
+    """Run ``task`` on ``model`` for each length in ``lengths``.
+
+    ``mode``: 'answer', 'cot' or 'cot_fewshot'. ``scoring``: 'score' (teacher-forced:
+    the answer prefix is appended and candidate answers are ranked by log-probability;
+    see :mod:`tl_glasses.tasks.scoring`) or 'generate' (greedy decoding, at most
+    ``max_new_tokens`` (default 32 for 'answer', 192 for the CoT modes), then
+    :func:`~tl_glasses.tasks.parsing.parse_answer`). ``n_items`` items per length for the random
+    tasks (default 5; the deterministic tasks have one item per length), seeded by ``seed``. Task
+    options (``hint=True``, ``alternating=True``, ``prompt_type=1``, ``sep=' '``,
+    ``p=0.7``, ``max_candidate=...``) go as keywords or ``options=``.
+
+    ``out``: a directory where every row is appended as soon as it is computed;
+    running the same call again resumes (done items are not recomputed; a directory
+    written by a different configuration is refused). ``chat``: wrap the prompt in the
+    tokenizer's chat template ('auto': when it has one). ``method``: how candidates are
+    scored ('auto', 'tree', 'cache', 'recompute'; see
+    :func:`~tl_glasses.tasks.scoring.score_candidates`; all give the same numbers);
+    'recompute' also makes generation run without the key/value cache.
+    """
+    require_eval(model)
+    t = get_task(task)
+    if mode not in MODES:
+        raise UnknownNameError("mode", mode, MODES)
+    if scoring not in SCORINGS:
+        raise UnknownNameError("scoring", scoring, SCORINGS)
+    opts = t.options(**{**(options or {}), **task_options})
+    lengths = parse_lengths(lengths)
+    items = t.items(lengths, n_items=n_items, seed=seed, mode=mode, **opts)
+    text0, _, chat_used = S.chat_template(model, items[0].template, chat)
+    if scoring == "generate":
+        max_new_tokens = int(max_new_tokens or DEFAULT_MAX_NEW_TOKENS[mode])
+    config = dict(
+        kind="tl_glasses.evaluate", model=_model_name(model), dtype=str(model_dtype(model)), task=t.name,
+        options={k: v for k, v in opts.items()}, mode=mode, scoring=scoring, seed=int(seed), chat=chat_used,
+        terminate=bool(terminate) if scoring == "score" else None,
+        max_new_tokens=max_new_tokens if scoring == "generate" else None,
+    )
+    store = RowStore(out, config, key=["n", "item"]) if out is not None else None
+    rows: dict[tuple[int, int], dict] = {}
+    if store is not None:
+        for r in store.rows:
+            rows[(int(r["n"]), int(r["item"]))] = r
+    wanted = [(it.n, it.index) for it in items]
+    todo = [it for it in items if (it.n, it.index) not in rows]
+    condition = t.condition(mode, **opts)
+    common = dict(task=t.name, kind=t.kind, condition=condition, mode=mode, scoring=scoring)
+    from tqdm.auto import tqdm
+
+    step = max(1, int(batch_size))
+    chunks = [todo[s: s + step] for s in range(0, len(todo), step)]
+    for chunk in tqdm(chunks, desc=f"{condition} ({scoring})", disable=not progress or not chunks, leave=False):
+        if scoring == "score":
+            new = _score_chunk(model, t, chunk, chat=chat, terminate=terminate, batch_size=batch_size,
+                               method=method)
+        else:
+            new = _generate_chunk(model, chunk, chat=chat, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, kv_cache=method != "recompute")
+        for it, r in zip(chunk, new):
+            row = {**common, "n": it.n, "item": it.index, "prompt": it.prompt, "answer": it.answer, **r}
+            if store is not None:
+                store.append(row)
+            rows[(it.n, it.index)] = row
+    df = pd.DataFrame([rows[k] for k in wanted])
+    for col in ("prediction", "abs_error"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df["correct"] = df["correct"].astype(bool)
+    meta = {**config, "lengths": lengths, "n_items": len(items) // len(lengths),
+            "template": items[0].template, "model_input_template": text0,
+            "answer_prefix": t.answer_prefix, "out": str(out) if out is not None else None,
+            "versions": _versions()}
+    return TaskResult(df=df, meta=meta)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from .. import __version__
+
+    return {"tl_glasses": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _verdict(pred, answer) -> tuple[bool, float]:
+    if pred is None or (isinstance(pred, float) and math.isnan(pred)):
+        return False, float("nan")
+    err = abs(float(pred) - float(answer))
+    return err == 0.0, err
+
+
+def _score_chunk(model, t: Task, chunk: list[TaskItem], *, chat, terminate, batch_size, method) -> list[dict]:
+    prepared = [prepare_item(model, it, chat=chat, with_prefix=True) for it in chunk]
+    cand_values = [t.candidates(it.n, **it.metadata["options"]) for it in chunk]
+    cand_ids, canon = [], []
+    for tk, vals in zip(prepared, cand_values):
+        ids, c = S.candidate_token_ids(model, tk.text, tk.tokens, [str(v) for v in vals])
+        cand_ids.append(ids)
+        canon.append(c)
+    scores = S.score_candidates(model, [tk.tokens for tk in prepared], cand_ids, terminate=terminate,
+                                batch_size=batch_size, method=method)
+    out = []
+    for it, tk, vals, lp, c in zip(chunk, prepared, cand_values, scores, canon):
+        sc = S.ScoredCandidates([str(v) for v in vals], lp, [], c)
+        ai = vals.index(it.answer)
+        best = sc.best()
+        pred = vals[best]
+        correct, err = _verdict(pred, it.answer)
+        others = [j for j in range(len(vals)) if j != ai]
+        bw = others[int(torch.argmax(lp[others]))] if others else None
+        top = torch.argsort(lp, descending=True)[:5].tolist()
+        out.append(dict(
+            prediction=pred, correct=correct, abs_error=err, parse_status="scored",
+            logp_answer=float(lp[ai]), p_answer=float(math.exp(lp[ai])), rank=sc.rank_of(ai),
+            logit_diff=sc.margin(ai), best_wrong=vals[bw] if bw is not None else None,
+            top=[vals[j] for j in top], n_candidates=len(vals), canonical=c,
+            n_tokens=tk.n_tokens, item_tokens=_item_token_summary(model, tk),
+            first_item_position=tk.item_positions[0], last_item_position=tk.item_positions[-1],
+        ))
+    return out
+
+
+def _generate_chunk(model, chunk: list[TaskItem], *, chat, max_new_tokens, batch_size, kv_cache) -> list[dict]:
+    prepared = [prepare_item(model, it, chat=chat, with_prefix=False) for it in chunk]
+    gens = S.generate_greedy(model, [tk.tokens for tk in prepared], max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, kv_cache=kv_cache)
+    out = []
+    for it, tk, g in zip(chunk, prepared, gens):
+        p = parse_answer(g.text)
+        correct, err = _verdict(p.value, it.answer)
+        out.append(dict(
+            prediction=p.value, correct=correct, abs_error=err, parse_status=p.status,
+            generation=g.text, n_new_tokens=g.n_new_tokens, stop_reason=g.stop_reason,
+            n_tokens=tk.n_tokens, item_tokens=_item_token_summary(model, tk),
+            first_item_position=tk.item_positions[0], last_item_position=tk.item_positions[-1],
+        ))
+    return out
