@@ -49,10 +49,13 @@ _EXPORTS: dict[str, str] = {
     "sensitivity": "tl_glasses.analysis.sensitivity",
     "path_bound": "tl_glasses.analysis.paths",
     "depth_profile": "tl_glasses.analysis.paths",
+    "bound_vs_sensitivity": "tl_glasses.analysis.oversquashing",
     # tasks
     "evaluate": "tl_glasses.tasks.evaluate",
     "get_task": "tl_glasses.tasks.generators",
     "list_tasks": "tl_glasses.tasks.generators",
+    "TaskResult": "tl_glasses.tasks.evaluate",
+    "parse_answer": "tl_glasses.tasks.parsing",
     # patching
     "patch_pair": "tl_glasses.analysis.patching",
     "attribution_check": "tl_glasses.analysis.patching",
