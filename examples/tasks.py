@@ -26,6 +26,7 @@ QUICK = os.environ.get("TL_GLASSES_QUICK") == "1"
 MODELS = ["gemma-3-270m", "smollm2-135m"]
 COPY_LENGTHS = [5, 50] if QUICK else [2, 10, 50, 100, 200]
 COUNT_LENGTHS = [5, 20] if QUICK else [5, 20, 50, 100]
+COUNT_TASKS = ["count_sum", "count_word"] if QUICK else ["count_sum", "count_ones", "count_ones_zeros", "count_word"]
 OUT = None if QUICK else "out/examples/tasks"  # resumable result directories
 
 
@@ -70,8 +71,8 @@ count = {}
 for name, model in models.items():
     runs = []
     for mode in ["answer", "cot", "cot_fewshot"]:
-        for task in ["count_sum", "count_ones", "count_ones_zeros", "count_word"]:
-            runs.append(tg.evaluate(model, task, COUNT_LENGTHS, mode=mode, n_items=2,
+        for task in COUNT_TASKS:
+            runs.append(tg.evaluate(model, task, COUNT_LENGTHS, mode=mode, n_items=1 if QUICK else 2,
                                     out=out(name, f"{task}-{mode}"), progress=False))
     count[name] = TaskResult.concat(runs)
     count[name].meta["model"] = name

@@ -239,3 +239,22 @@ def test_native_low_precision_runs(tiny_llama):
     assert tiny_llama.cfg.dtype == torch.float32 or next(tiny_llama.parameters()).dtype == torch.float32
     with pytest.raises(GlassesError, match="bfloat16"):
         tg.collapse_sweep(tiny_llama, "ones", [3], dtypes=["bf16"], models={"bf16": tiny_llama}, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_every_hook_allowed_on_the_fused_path_fires(arch):
+    """The fused (sdpa) path is chosen only for hooks it still fires."""
+    import warnings
+
+    from tl_glasses.analysis._fused import FUSED_OK_HOOKS, needs_eager
+
+    model = tg.tiny_model(arch, n_layers=3)
+    names = [n for n in model.hook_dict if FUSED_OK_HOOKS.match(n) and "mlp_in" not in n]
+    assert not needs_eager(names) and needs_eager(["blocks.0.attn.hook_pattern"])
+    fired = set()
+    hooks = [(n, (lambda name: (lambda t, hook: fired.add(name)))(n)) for n in names]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TransformerLens lists gated-off names
+        with torch.no_grad(), fused_attention(model), model.hooks(fwd_hooks=hooks):
+            model(model.to_tokens(A))
+    assert set(names) == fired

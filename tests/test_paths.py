@@ -78,6 +78,23 @@ def test_path_bound_equals_transformers_output_attentions(arch):
         assert res.meta["banded_layers"] == 0
 
 
+def test_beta_auto_is_the_median_residual_to_attention_norm_ratio(tiny_llama):
+    toks = tiny_llama.to_tokens(PROMPT)
+    L = 2
+    names = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{i}.hook_attn_out" for i in range(L)]
+    _, cache = tiny_llama.run_with_cache(toks, names_filter=names)
+    betas = [float((cache[f"blocks.{i}.hook_resid_pre"][0].norm(dim=-1)
+                    / cache[f"blocks.{i}.hook_attn_out"][0].norm(dim=-1)).median()) for i in range(L)]
+    res = path_bound(tiny_llama, toks, beta="auto")
+    assert np.allclose(res.meta["beta"], betas, rtol=1e-5)
+    given = path_bound(tiny_llama, toks, beta=betas)
+    assert torch.allclose(res.values, given.values, rtol=1e-5)
+    d = depth_profile(tiny_llama, toks, variant="bound", beta="auto")
+    assert np.allclose(d.df["beta"], betas, rtol=1e-5)
+    with pytest.raises(GlassesError, match="auto"):
+        path_bound(tiny_llama, toks, beta="fitted")
+
+
 def _uniform_attention_model(n_layers=3):
     hf = tiny_hf_model("llama", seed=1, n_layers=n_layers)
     with torch.no_grad():
@@ -286,3 +303,76 @@ def test_path_bound_equals_output_attentions_smollm2(smollm2):
     ref = _reference_products(att, "bound", "mean", [1.0] * len(att))[-1][-1]
     res = path_bound(smollm2, toks)
     assert float((res.values - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+# --------------------------------------------------------------------------- validation utilities
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore:An input array is constant")
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-3, 3, allow_nan=False)), min_size=3, max_size=30))
+def test_spearman_matches_scipy(pairs):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from tl_glasses.analysis.oversquashing import spearman
+
+    a = [float(p[0]) for p in pairs]
+    b = [p[1] for p in pairs]
+    ours = spearman(a, b)
+    ref = scipy_stats.spearmanr(a, b).statistic
+    if np.isnan(ref):
+        assert np.isnan(ours)
+    else:
+        assert abs(ours - ref) < 1e-9
+
+
+def test_bound_vs_sensitivity_and_copy_study_resume(tiny_gemma3, tmp_path):
+    from tl_glasses.analysis.oversquashing import (
+        BoundComparison,
+        StudyResult,
+        bound_vs_sensitivity,
+        copy_items,
+        copy_study,
+        hint_study,
+    )
+
+    (task, n, ti), = copy_items(tiny_gemma3, [6], tasks=["copy_last"])
+    assert [ti.tokens.flatten()[p].item() for p in ti.item_positions] == tiny_gemma3.to_tokens("111110", prepend_bos=False)[0].tolist()
+    cmp = bound_vs_sensitivity(tiny_gemma3, ti.tokens, method="scalar", positions=ti.item_positions)
+    assert isinstance(cmp, BoundComparison) and -1 <= cmp.meta["spearman"] <= 1
+    assert cmp.df["in_sequence"].sum() == 6 and cmp.meta["spearman_sequence"] is not None
+    assert cmp.plot().axes[0].get_xscale() == "log" and cmp.plot(kind="position") is not None
+
+    out = tmp_path / "study"
+    first = copy_study(tiny_gemma3, [4, 8], method="scalar", out=out)
+    assert len(first.df) == 4 and set(first.df["task"]) == {"copy_last", "copy_first"}
+    rows_file = out / "rows.jsonl"
+    n_lines = len(rows_file.read_text().splitlines())
+    again = copy_study(tiny_gemma3, [4, 8], method="scalar", out=out)  # resumes: nothing recomputed
+    assert len(rows_file.read_text().splitlines()) == n_lines == 4
+    assert again.df.sort_values(["task", "n_items"])["spearman"].tolist() == \
+        first.df.sort_values(["task", "n_items"])["spearman"].tolist()
+    with pytest.raises(GlassesError):  # another configuration is refused in the same directory
+        copy_study(tiny_gemma3, [4], method="jacobian", out=out)
+    back = tg.Result.load(again.save(tmp_path / "r"))
+    assert isinstance(back, StudyResult) and back.plot() is not None
+    h = hint_study(tiny_gemma3, 8, method="scalar")
+    assert list(h.df["condition"]) == ["baseline", "hint", "alternating", "hint+alternating"]
+    assert (h.df.loc[h.df.condition == "hint", "distance_to_last"].item()
+            > h.df.loc[h.df.condition == "baseline", "distance_to_last"].item())
+
+
+def test_cli_paths_and_sensitivity(tmp_path, capsys):
+    from tl_glasses.cli import main
+
+    assert main(["paths", "--model", "tiny:gemma3", "--copy", "6", "--compare", "scalar", "--out", str(tmp_path / "p")]) == 0
+    for f in ["path_bound.csv", "path_bound.png", "depth_profile.csv", "depth_profile.png",
+              "bound_vs_sensitivity.png"]:
+        assert (tmp_path / "p" / f).exists(), f
+    assert isinstance(tg.Result.load(tmp_path / "p" / "path_bound"), PathResult)
+    assert main(["sensitivity", "--model", "tiny:llama", "--prompt", "12345", "--method", "hutchinson",
+                 "--probes", "4", "--wrt", "0,1", "--out", str(tmp_path / "s")]) == 0
+    res = tg.Result.load(tmp_path / "s" / "result")
+    assert res.values.shape == (2, 6) and (tmp_path / "s" / "sensitivity.png").exists()
+    assert "U-shape" in capsys.readouterr().out
+    assert main(["sensitivity", "--model", "tiny:llama", "--prompt", "12", "--wrt", "blocks.9.hook_resid_pre",
+                 "--out", str(tmp_path / "x")]) == 2  # a GlassesError: message, exit code 2

@@ -87,7 +87,10 @@ def as_tokens(model, prompt, *, prepend_bos: bool | None = None) -> torch.Tensor
         if not prompt:
             raise GlassesError("the prompt is empty; pass a non-empty string or token tensor")
         kw = {} if prepend_bos is None else {"prepend_bos": prepend_bos}
-        toks = model.to_tokens(prompt, **kw)
+        try:  # never let to_tokens cut the prompt to n_ctx silently: the check below refuses it
+            toks = model.to_tokens(prompt, truncate=False, **kw)
+        except TypeError:
+            toks = model.to_tokens(prompt, **kw)
     elif isinstance(prompt, torch.Tensor):
         if prompt.is_floating_point():
             raise GlassesError(

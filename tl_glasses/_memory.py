@@ -121,12 +121,19 @@ def check_fits(estimate_fn, n_tokens: int, *, what: str, budget: int | None = No
     if est.bytes > budget:
         fit = largest_fitting(estimate_fn, budget, hi=max(1, n_tokens))
         raise MemoryBudgetError(
-            f"{what} at {n_tokens} tokens needs an estimated {est.gib:.1f} GiB, more than the "
-            f"{budget / 2**30:.1f} GiB available; the largest length that fits is about {fit} tokens. "
+            f"{what} at {n_tokens} tokens needs an estimated {_fmt(est.bytes)}, more than the "
+            f"{_fmt(budget)} available; the largest length that fits is about {fit} tokens. "
             f"Use shorter sequences, a smaller batch, or a machine with more memory "
             f"(set TL_GLASSES_MEMORY_BUDGET to override the budget)"
         )
     return est
+
+
+def _fmt(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _parse_bytes(s: str) -> int:
@@ -135,3 +142,10 @@ def _parse_bytes(s: str) -> int:
     if s and s[-1] in mult:
         return int(float(s[:-1]) * mult[s[-1]])
     return int(s)
+
+
+def guard(model, n_tokens: int, *, what: str, **estimate_kw) -> MemoryEstimate:
+    """The check analysers call before running: :func:`check_fits` with
+    :func:`estimate_run` on ``model`` (budget: ``TL_GLASSES_MEMORY_BUDGET`` or 90 % of
+    the available memory)."""
+    return check_fits(lambda n: estimate_run(model, n, **estimate_kw), int(n_tokens), what=what)

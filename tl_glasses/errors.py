@@ -27,8 +27,9 @@ class UnknownNameError(GlassesError, KeyError):
 
     def __init__(self, kind: str, name: object, known: list[str] | tuple[str, ...]):
         self.kind, self.name, self.known = kind, name, list(known)
+        plural = kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
         super().__init__(
-            f"unknown {kind} {name!r}; known {kind}s: {', '.join(map(repr, self.known))}"
+            f"unknown {kind} {name!r}; known {plural}: {', '.join(map(repr, self.known))}"
         )
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message

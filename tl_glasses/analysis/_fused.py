@@ -32,7 +32,8 @@ __all__ = ["fused_attention", "needs_eager", "fused_supported", "FUSED_OK_HOOKS"
 
 # hook names that still fire on the fused path
 FUSED_OK_HOOKS = re.compile(
-    r"^(hook_embed|hook_pos_embed|embed\..*|pos_embed\..*|rotary_emb\..*|ln_final\..*|unembed\..*|hook_unembed"
+    r"^(hook_embed|embed\..*|pos_embed\..*|rotary_emb\.(hook_in|hook_cos|hook_sin)|ln_final\..*|unembed\..*"
+    r"|hook_unembed"
     r"|blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_in|hook_out|hook_mlp_in|hook_mlp_out"
     r"|ln\d(_post)?\..*|mlp\..*"
     r"|attn\.(hook_q|hook_k|hook_v|hook_z|[qkvo]\..*|q_norm\..*|k_norm\..*)))$"

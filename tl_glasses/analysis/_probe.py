@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from jaxtyping import Float
 
 from .._core import FINAL, check_hooks, hooks_context, n_heads, n_layers, require_eval
 from ..errors import GlassesError, HookError
@@ -34,10 +35,10 @@ class Capture:
     """
 
     index: Index
-    y: torch.Tensor
-    resid: torch.Tensor | None = None
-    z: dict[int, torch.Tensor] = field(default_factory=dict)
-    logits: torch.Tensor | None = None
+    y: Float[torch.Tensor, "k d_model"]
+    resid: Float[torch.Tensor, "k layer d_model"] | None = None
+    z: dict[int, Float[torch.Tensor, "k head d_head"]] = field(default_factory=dict)
+    logits: Float[torch.Tensor, "vocab"] | None = None
     attn_impl: str = "eager"
 
     def row(self, i: int) -> "Capture":

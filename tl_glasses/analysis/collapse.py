@@ -478,6 +478,18 @@ def model_for_dtype(model, dtype: torch.dtype | str):
 def parse_lengths(spec) -> list[int]:
     """``"8:1024:32"`` (start:stop:step, stop included when hit), ``"8,16,32"``,
     a range or a list of ints."""
+    try:
+        return _parse_lengths(spec)
+    except GlassesError:
+        raise
+    except (ValueError, TypeError, OverflowError):
+        raise GlassesError(
+            f"cannot read the lengths {spec!r}: write start:stop:step (e.g. 8:1024:32), "
+            f"a comma list (e.g. 8,16,32) or a list of positive integers"
+        ) from None
+
+
+def _parse_lengths(spec) -> list[int]:
     if isinstance(spec, str):
         spec = spec.strip()
         if ":" in spec:
@@ -897,6 +909,11 @@ def collapse_sweep(
         for n in lengths:
             pairs[(label, n)] = fam.pair(model, n, level=level, seed=seed, transforms=tr,
                                          prepend_bos=prepend_bos)
+
+    from .._memory import guard as _memory_guard  # refuse before running what cannot fit
+
+    _memory_guard(model, max(p.n_tokens_b for p in pairs.values()), what="collapse_sweep",
+                  logits="none", bytes_per_el=max(d.itemsize for d in native))
 
     items = []
     for d in native:

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import GlassesError
 from ..results import Result, register_result
-from .paths import depth_profile, path_bound
+from .paths import capture_patterns, depth_profile, last_row, path_bound
 from .sensitivity import _model_name, sensitivity, u_shape
 
 __all__ = [
@@ -36,10 +36,17 @@ __all__ = [
 ]
 
 
+def _as_float64(a):
+    import numpy as np
+
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(torch.float64).cpu().flatten().numpy()
+    return np.asarray(a, dtype=np.float64).flatten()  # never through float32
+
+
 def spearman(a, b) -> float:
     """Spearman rank correlation of two equal-length vectors (ties get average ranks)."""
-    x = pd.Series(torch.as_tensor(a).detach().double().cpu().flatten().numpy())
-    y = pd.Series(torch.as_tensor(b).detach().double().cpu().flatten().numpy())
+    x, y = pd.Series(_as_float64(a)), pd.Series(_as_float64(b))
     if len(x) != len(y):
         raise GlassesError(f"spearman needs equal lengths, got {len(x)} and {len(y)}")
     if len(x) < 3:
@@ -112,6 +119,7 @@ def bound_vs_sensitivity(
     method: str = "jacobian",
     variant: str = "bound",
     heads: str = "mean",
+    beta: float | str = 1.0,
     positions: Sequence[int] | None = None,
     **sensitivity_kw: Any,
 ) -> BoundComparison:
@@ -120,7 +128,7 @@ def bound_vs_sensitivity(
     for a second correlation restricted to them)."""
     sens = sensitivity(model, prompt, method=method, **sensitivity_kw)
     tokens = sens.tokens
-    bound = path_bound(model, tokens, variant=variant, heads=heads)
+    bound = path_bound(model, tokens, variant=variant, heads=heads, beta=beta)
     n = tokens.numel()
     in_seq = torch.zeros(n, dtype=torch.bool)
     if positions is not None:
@@ -136,6 +144,7 @@ def bound_vs_sensitivity(
     })
     meta = dict(
         model=_model_name(model), method=method, variant=variant, heads=heads, n_tokens=n,
+        beta=bound.meta["beta"],
         spearman=spearman(b, s),
         spearman_sequence=spearman(b[in_seq], s[in_seq]) if int(in_seq.sum()) >= 3 else None,
         spearman_excluding_first=spearman(b[1:], s[1:]) if n >= 4 else None,
@@ -160,9 +169,12 @@ class StudyResult(Result):
 
     def summary(self) -> str:
         if "spearman" in self.df:
-            g = self.df.groupby("model")["spearman"]
-            parts = [f"{m}: median Spearman {v.median():.3f} (min {v.min():.3f}) over {v.size} prompts"
-                     for m, v in g]
+            parts = []
+            for m, g in self.df.groupby("model"):
+                p = f"{m}: median Spearman {g['spearman'].median():.3f} (β=1)"
+                if "spearman_auto" in g:
+                    p += f", {g['spearman_auto'].median():.3f} (β=auto)"
+                parts.append(p + f" over {len(g)} prompts")
             return "; ".join(parts)
         return f"{len(self.df)} conditions"
 
@@ -174,7 +186,9 @@ class StudyResult(Result):
         df = self.df
         if "spearman" in df:
             for (model, task), g in df.groupby(["model", "task"]):
-                ax.plot(g["n_items"], g["spearman"], "o-", ms=3, label=f"{model} {task}")
+                ax.plot(g["n_items"], g["spearman"], "o-", ms=3, label=f"{model} {task} β=1")
+                if "spearman_auto" in g:
+                    ax.plot(g["n_items"], g["spearman_auto"], "s--", ms=3, label=f"{model} {task} β=auto")
             ax.set_xlabel("sequence length (items)")
             ax.set_ylabel("Spearman(bound, sensitivity)")
             ax.set_ylim(-1, 1)
@@ -214,47 +228,57 @@ def _store(out, config, key):
     return RowStore(out, config, key=key)
 
 
+BOUNDS = {"": ("bound", 1.0), "_auto": ("bound", "auto"), "_attention": ("attention", 1.0)}
+
+
 def copy_study(
     model,
     lengths: Iterable[int] = range(4, 44, 4),
     *,
     tasks: Sequence[str] = ("copy_last", "copy_first"),
     method: str = "jacobian",
-    variants: Sequence[str] = ("bound", "rollout", "attention"),
     heads: str = "mean",
+    probes: int = 64,
     out=None,
     progress: bool = False,
 ) -> StudyResult:
-    """Bound vs sensitivity over copying prompts: per prompt the Spearman correlation
-    (all positions; sequence items only), the U-shape numbers over the sequence items
-    (sensitivity and bound), the sensitivity at the digit to copy, and the last-row
-    first-token mass after the last layer (depth profile, rollout)."""
+    """Bound vs sensitivity over copying prompts. Per prompt: the Spearman correlation
+    between gradient sensitivity and the path bound with β = 1 (``spearman``), with
+    β = "auto" (``spearman_auto``) and plain attention (``spearman_attention``), over
+    all positions and over the sequence items only (``spearman_seq*``); the one-backward
+    proxy (top-1 logit gradient) against the exact values; the U-shape numbers over the
+    sequence items (sensitivity and bound); the sensitivity at the digit to copy; and
+    the depth profile's last-row first-token mass after each layer (rollout)."""
     lengths = [int(n) for n in lengths]
     items = copy_items(model, lengths, tasks=tasks)
-    config = dict(study="copy", model=_model_name(model), method=method, variants=list(variants),
-                  heads=heads, dtype=str(next(model.parameters()).dtype))
+    config = dict(study="copy", model=_model_name(model), method=method, bounds=list(BOUNDS),
+                  heads=heads, dtype=str(next(model.parameters()).dtype),
+                  probes=probes if method == "hutchinson" else None)
+    skw = dict(probes=probes) if method == "hutchinson" else {}
     store = _store(out, config, key=("task", "n_items"))
 
     def compute(entry):
         task, n, ti = entry
-        sens = sensitivity(model, ti.tokens, method=method)
+        sens = sensitivity(model, ti.tokens, method=method, **skw)
         s = sens.values.double()
         seq = ti.item_positions
         target = seq[-1] if task == "copy_last" else seq[0]
         row = dict(model=_model_name(model), task=task, n_items=n, n_tokens=ti.n_tokens, method=method)
-        for v in variants:
-            b = path_bound(model, ti.tokens, variant=v, heads=heads).values.double()
-            key = "" if v == variants[0] else f"_{v}"
+        if "stderr_sq" in sens.tensors:  # Hutchinson: median relative standard error of ‖J_i‖²
+            row["median_rel_se"] = float((sens.tensors["stderr_sq"][0] / sens.values_sq.clamp_min(1e-300)).median())
+        pats = capture_patterns(model, ti.tokens, heads=heads, norms=True)
+        row["beta_auto"] = [round(float(p.resid_ratio), 4) for p in pats]
+        bounds = {k: last_row(pats, variant=v, beta=b) for k, (v, b) in BOUNDS.items()}
+        for key, b in bounds.items():
             row[f"spearman{key}"] = spearman(b, s)
             row[f"spearman_seq{key}"] = spearman(b[seq], s[seq]) if len(seq) >= 3 else float("nan")
-            if v == variants[0]:
-                bu = u_shape(b, seq) if len(seq) >= 3 else {}
-                row.update({f"bound_{k}": x for k, x in bu.items()})
+        for key in ("", "_auto"):
+            bu = u_shape(bounds[key], seq) if len(seq) >= 3 else {}
+            row.update({f"bound{key}_{k}": x for k, x in bu.items()})
         # the one-backward proxy: gradient norm of the top-1 logit (DESIGN §1)
         g = sensitivity(model, ti.tokens, method="scalar").values.double()
-        row["spearman_scalar_vs_exact"] = spearman(g, s)
-        row["spearman_bound_vs_scalar"] = spearman(path_bound(model, ti.tokens, variant=variants[0],
-                                                              heads=heads).values.double(), g)
+        row["spearman_scalar_vs_sens"] = spearman(g, s)
+        row["spearman_auto_vs_scalar"] = spearman(bounds["_auto"], g)
         su = u_shape(s, seq) if len(seq) >= 3 else {}
         row.update({f"sens_{k}": x for k, x in su.items()})
         row["answer_sens"] = float(s[target])
@@ -324,7 +348,9 @@ def hint_study(
     def compute(entry):
         name, ti = entry
         s = sensitivity(model, ti.tokens, method=method).values.double()
-        b = path_bound(model, ti.tokens).values.double()
+        pats = capture_patterns(model, ti.tokens, norms=True)
+        b = last_row(pats, variant="bound", beta=1.0)
+        ba = last_row(pats, variant="bound", beta="auto")
         seq = ti.item_positions
         target = seq[-1] if task == "copy_last" else seq[0]
         return dict(
@@ -333,7 +359,8 @@ def hint_study(
             answer_sens=float(s[target]), answer_rel=float(s[target] / s[seq].mean()),
             answer_rank=int((s[seq] > s[target]).sum()) + 1, answer_share=float(s[target] / s.sum()),
             bound_answer_share=float(b[target] / b.sum()), bound_answer_rel=float(b[target] / b[seq].mean()),
-            spearman=spearman(b, s),
+            bound_auto_answer_rel=float(ba[target] / ba[seq].mean()),
+            spearman=spearman(b, s), spearman_auto=spearman(ba, s),
         )
 
     rows = _run(store, entries, compute, key=lambda e: {"condition": e[0]}, progress=False)

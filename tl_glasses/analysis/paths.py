@@ -55,7 +55,7 @@ __all__ = [
 
 VARIANTS = ("bound", "rollout", "attention")
 HEADS = ("mean", "max", "none")
-Beta = Union[float, Sequence[float]]
+Beta = Union[float, Sequence[float], str]
 
 
 class _StopForward(Exception):
@@ -89,6 +89,7 @@ class LayerPattern:
     data: torch.Tensor
     width: int  # band width w (n when dense)
     banded: bool
+    resid_ratio: float | None = None  # median_i ‖resid_pre_i‖ / ‖attn_out_i‖ (beta="auto")
 
     @property
     def n(self) -> int:
@@ -156,8 +157,15 @@ class LayerPattern:
         return self.data.numel() * self.data.element_size()
 
 
-def _betas(beta: Beta, L: int) -> list[float]:
-    if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+def _betas(beta: Beta, L: int, patterns: Sequence["LayerPattern"] | None = None) -> list[float]:
+    if isinstance(beta, str):
+        if beta != "auto":
+            raise GlassesError(f"beta is a positive number, one per layer, or 'auto'; got {beta!r}")
+        if patterns is None or any(p.resid_ratio is None for p in patterns):
+            raise GlassesError("beta='auto' needs patterns captured with the residual/attention norms "
+                               "(capture_patterns(..., norms=True))")
+        betas = [float(p.resid_ratio) for p in patterns]
+    elif isinstance(beta, (int, float)) and not isinstance(beta, bool):
         betas = [float(beta)] * L
     else:
         betas = [float(b) for b in beta]
@@ -183,25 +191,58 @@ def _pattern_names(model, layers: Sequence[int]) -> list[str]:
     return [f"blocks.{layer}.attn.hook_pattern" for layer in layers]
 
 
-def _run_patterns(model, tokens: torch.Tensor, on_pattern: Callable[[int, torch.Tensor], None]) -> None:
-    """One no-grad forward calling ``on_pattern(layer, pattern[1, h, n, n])`` per layer,
-    stopping right after the last layer's pattern."""
+def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPattern"], None], *,
+                  heads: str, band: bool = True, norms: bool = False) -> None:
+    """One no-grad forward: each layer's pattern is head-reduced (and banded) inside its
+    hook and handed to ``on_layer(layer, LayerPattern)``; with ``norms`` the layer is
+    handed over once its attention output has fired, with ``resid_ratio`` set. The
+    forward stops right after the last thing it needs."""
     L = n_layers(model)
     names = _pattern_names(model, range(L))
-    check_hooks(model, names, purpose="path products")
+    extra = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{i}.hook_attn_out" for i in range(L)]
+    check_hooks(model, names + (extra if norms else []), purpose="path products")
     seen: set[int] = set()
+    pending: dict[int, LayerPattern] = {}
+    resid: dict[int, torch.Tensor] = {}
 
-    def make(layer):
+    def finish(layer, pat):
+        seen.add(layer)
+        on_layer(layer, pat)
+        if len(seen) == L:
+            raise _StopForward
+
+    def pattern_hook(layer):
         def hook(t, hook):
-            if layer in seen:
+            if layer in seen or layer in pending:
                 raise HookError(f"{names[layer]} fired twice in one forward")
-            seen.add(layer)
-            on_pattern(layer, t.detach())
-            if len(seen) == L:
-                raise _StopForward
+            pat = LayerPattern.from_dense(reduce_heads(t.detach().float(), heads), allow_band=band)
+            if norms:
+                pending[layer] = pat
+            else:
+                finish(layer, pat)
         return hook
 
-    with torch.no_grad(), hooks_context(model, fwd_hooks=[(nm, make(i)) for i, nm in enumerate(names)]):
+    def resid_hook(layer):
+        def hook(t, hook):
+            resid[layer] = t.detach()[0].float().norm(dim=-1)
+        return hook
+
+    def attn_out_hook(layer):
+        def hook(t, hook):
+            if layer not in pending or layer not in resid:
+                raise HookError(f"blocks.{layer}.hook_attn_out fired before its pattern or resid_pre")
+            a = t.detach()[0].float().norm(dim=-1)
+            ratio = resid.pop(layer) / a.clamp_min(torch.finfo(torch.float32).tiny)
+            pat = pending.pop(layer)
+            pat.resid_ratio = float(ratio.median())
+            finish(layer, pat)
+        return hook
+
+    fwd = [(nm, pattern_hook(i)) for i, nm in enumerate(names)]
+    if norms:
+        fwd += [(f"blocks.{i}.hook_resid_pre", resid_hook(i)) for i in range(L)]
+        fwd += [(f"blocks.{i}.hook_attn_out", attn_out_hook(i)) for i in range(L)]
+    with torch.no_grad(), hooks_context(model, fwd_hooks=fwd):
         try:
             model(tokens, return_type=None)
         except _StopForward:
@@ -214,21 +255,21 @@ def _run_patterns(model, tokens: torch.Tensor, on_pattern: Callable[[int, torch.
         )
 
 
-def capture_patterns(model, prompt, *, heads: str = "mean", band: bool = True,
+def capture_patterns(model, prompt, *, heads: str = "mean", band: bool = True, norms: bool = False,
                      prepend_bos: bool | None = None) -> list[LayerPattern]:
     """Every layer's causal attention, heads reduced inside the hook as it is captured,
-    banded layers stored as bands. Memory: see the module docstring."""
+    banded layers stored as bands. ``norms=True`` also records each layer's
+    ``resid_ratio`` (for ``beta="auto"``). Memory: see the module docstring."""
     if heads not in HEADS:
         raise UnknownNameError("head reduction", heads, HEADS)
     require_eval(model)
     tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
     out: list[LayerPattern | None] = [None] * n_layers(model)
 
-    def keep(layer, p):
-        a = reduce_heads(p, heads).float()
-        out[layer] = LayerPattern.from_dense(a, allow_band=band)
+    def keep(layer, pat):
+        out[layer] = pat
 
-    _run_patterns(model, tokens, keep)
+    _run_patterns(model, tokens, keep, heads=heads, band=band, norms=norms)
     return out  # type: ignore[return-value]
 
 
@@ -239,7 +280,7 @@ def last_row(patterns: Sequence[LayerPattern], *, variant: str = "bound", beta: 
              dtype: torch.dtype = torch.float64, row: int = -1) -> torch.Tensor:
     """``e_rowᵀ Ā^(L-1) ··· Ā^(0)`` by a row–matrix chain from the last layer down."""
     L = len(patterns)
-    betas = _betas(beta, L)
+    betas = _betas(beta, L, patterns)
     n = patterns[0].n
     r = torch.zeros(n, dtype=dtype, device=patterns[0].data.device)
     r[row] = 1
@@ -254,7 +295,7 @@ def first_column_chain(patterns: Sequence[LayerPattern], *, variant: str = "roll
     """First column and row sums of every partial product ``P_ℓ = Ā^(ℓ)···Ā^(0)``:
     two column chains from layer 0 up. Returns ``([L, n], [L, n])``."""
     L = len(patterns)
-    betas = _betas(beta, L)
+    betas = _betas(beta, L, patterns)
     n = patterns[0].n
     c = torch.zeros(n, dtype=dtype)
     c[0] = 1
@@ -274,7 +315,7 @@ def full_product(patterns: Sequence[LayerPattern], *, variant: str = "bound", be
     """The whole ``n×n`` product ``Ā^(L-1)···Ā^(0)`` (``O(L·n³)``): for checks and
     benchmarks only; :func:`last_row` is what the analysers use."""
     L = len(patterns)
-    betas = _betas(beta, L)
+    betas = _betas(beta, L, patterns)
     n = patterns[0].n
     P = torch.eye(n, dtype=dtype)
     for layer in range(L):
@@ -411,22 +452,30 @@ def path_bound(
         variant: ``"bound"`` (``A/β + I``), ``"rollout"`` (``(A+I)/2``), ``"attention"`` (``A``).
         heads: ``"mean"`` or ``"max"`` over heads (max: an upper bound), or ``"none"``
             (heads summed: each head is a separate edge).
-        beta: the layer-norm constant β of the bound (a float, or one per layer).
+        beta: the constant β of the bound: a float, one per layer, or ``"auto"``: per
+            layer, the median over positions of ``‖resid_pre_i‖ / ‖attn_out_i‖`` from the
+            same forward (how far the attention branch moves the stream relative to the
+            identity path; see docs/oversquashing.md).
         band: store sliding-window layers as bands (exact; saves memory).
     """
     _check_args(variant, heads)
     require_eval(model)
     tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
+    from .._memory import guard as _memory_guard  # refuse before running what cannot fit
+
+    _memory_guard(model, tokens.shape[-1], what="path_bound", logits="none",
+                  captured_patterns=n_layers(model))
     t0 = time.perf_counter()
-    pats = capture_patterns(model, tokens, heads=heads, band=band)
+    pats = capture_patterns(model, tokens, heads=heads, band=band, norms=beta == "auto")
     t1 = time.perf_counter()
-    row = last_row(pats, variant=variant, beta=beta)
+    betas = _betas(beta, len(pats), pats)
+    row = last_row(pats, variant=variant, beta=betas)
     t2 = time.perf_counter()
     n = tokens.shape[-1]
     tensors = {"values": row, "tokens": tokens[0].cpu()}
     meta = dict(
-        model=_model_name(model), variant=variant, heads=heads,
-        beta=_betas(beta, len(pats)), n_tokens=n,
+        model=_model_name(model), variant=variant, heads=heads, beta_mode=beta if isinstance(beta, str) else "given",
+        beta=betas, n_tokens=n,
         band_widths=[p.width for p in pats], banded_layers=sum(p.banded for p in pats),
         pattern_bytes=sum(p.nbytes for p in pats),
         seconds_forward=round(t1 - t0, 4), seconds_chain=round(t2 - t1, 5),
@@ -464,7 +513,8 @@ def depth_profile(
     tokens = as_tokens(model, prompt, prepend_bos=prepend_bos)
     n = tokens.shape[-1]
     L = n_layers(model)
-    betas = _betas(beta, L)
+    auto = beta == "auto"
+    betas = [float("nan")] * L if auto else _betas(beta, L)
     state = {
         "c": torch.zeros(n, dtype=torch.float64),
         "s": torch.ones(n, dtype=torch.float64),
@@ -473,27 +523,28 @@ def depth_profile(
     cols = [None] * L
     sums = [None] * L
     eigs = [None] * L
+    raw = [None] * L
     widths = [0] * L
 
-    def step(layer, p):
-        pat = LayerPattern.from_dense(reduce_heads(p, heads).float())
+    def step(layer, pat):
+        if auto:
+            betas[layer] = _betas([pat.resid_ratio], 1)[0]
         a, b = _coefficients(variant, betas[layer])
         c, s = state["c"].to(pat.data.device), state["s"].to(pat.data.device)
         c = a * pat.matvec(c) + b * c
         s = a * pat.matvec(s) + b * s
         state["c"], state["s"] = c, s
         cols[layer], sums[layer] = c.cpu(), s.cpu()
-        eigs[layer] = (a * pat.diagonal().double() + b).cpu()
+        raw[layer] = pat.diagonal().double().cpu()
+        eigs[layer] = a * raw[layer] + b
         widths[layer] = pat.width
 
-    _run_patterns(model, tokens, step)
+    _run_patterns(model, tokens, step, heads=heads, norms=auto)
     first_col = torch.stack(cols) / torch.stack(sums)  # [L, n] normalised rows
     eig = torch.stack(eigs)
     rows = []
     for layer in range(L):
         fc = first_col[layer]
-        raw_diag = (eig[layer] - _coefficients(variant, betas[layer])[1]) / _coefficients(variant, betas[layer])[0] \
-            if _coefficients(variant, betas[layer])[0] else eig[layer]
         rest = eig[layer][1:]
         rows.append(dict(
             layer=layer,
@@ -503,7 +554,8 @@ def depth_profile(
             min_first_column=float(fc.min()),
             lambda2=float(rest.max()) if rest.numel() else float("nan"),
             diag_mean=float(eig[layer].mean()),
-            unit_eigs=int((raw_diag[1:] >= 1 - 1e-6).sum()) if n > 1 else 0,
+            unit_eigs=int((raw[layer][1:] >= 1 - 1e-6).sum()) if n > 1 else 0,
+            beta=betas[layer],
             band=widths[layer],
         ))
     df = pd.DataFrame(rows)
@@ -513,5 +565,6 @@ def depth_profile(
         "eigenvalues": eig,
         "tokens": tokens[0].cpu(),
     }
-    meta = dict(model=_model_name(model), variant=variant, heads=heads, beta=betas, n_tokens=n)
+    meta = dict(model=_model_name(model), variant=variant, heads=heads, beta=betas,
+                beta_mode=beta if isinstance(beta, str) else "given", n_tokens=n)
     return DepthResult(df=df, meta=meta, tensors=tensors)

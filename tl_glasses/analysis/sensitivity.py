@@ -61,6 +61,18 @@ class _StopForward(Exception):
 # --------------------------------------------------------------------------- result
 
 
+class _NonFinite(Exception):
+    """Raised inside the hooked forward; the search for the first bad hook runs outside it."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    @staticmethod
+    def check(t: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(t).all():
+            raise _NonFinite(what)
+
+
 def _regions(n: int) -> dict[str, slice]:
     k = max(1, n // 10)
     mid0 = max(0, (n - k) // 2)
@@ -430,6 +442,10 @@ def sensitivity(
     vector_metric = isinstance(metric, torch.Tensor)
     need_logits = method == "scalar" and not vector_metric
     check_hooks(model, wrt_names + ([] if need_logits else [target_name]), purpose="sensitivity")
+    from .._memory import guard as _memory_guard  # refuse before running what cannot fit
+
+    _memory_guard(model, n, what=f"sensitivity(method={method!r})", grad=True,
+                  logits="last" if need_logits else "none")
 
     graph = _Graph(wrt_names, target_name, tpos, need_logits)
     fwd = [(name, graph.hook_for(name)) for name in wrt_names]
@@ -439,53 +455,56 @@ def sensitivity(
 
     t0 = time.perf_counter()
     out: dict[str, torch.Tensor] = {}
-    with torch.enable_grad(), hooks_context(model, fwd_hooks=fwd):
-        logits = _forward(model, tokens, graph, keep_last_logits=keep_last)
-        missing = [w for w in wrt_names if w not in graph.acts]
-        if missing:
-            raise HookError(
-                f"wrt hook(s) {missing} did not fire before the target {target_name!r}: the target "
-                f"cannot depend on them. Use a wrt hook earlier in the model than the target"
-            )
-        inputs = [graph.acts[w] for w in wrt_names]
-        for w, a in zip(wrt_names, inputs):
-            if a.shape[1] != n:
+    try:  # NaN/Inf: locate it after this block, once sensitivity's own hooks are gone
+        with torch.enable_grad(), hooks_context(model, fwd_hooks=fwd):
+            logits = _forward(model, tokens, graph, keep_last_logits=keep_last)
+            missing = [w for w in wrt_names if w not in graph.acts]
+            if missing:
                 raise HookError(
-                    f"wrt hook {w!r} gives shape {tuple(a.shape)}; position must be dim 1 (n={n})"
+                    f"wrt hook(s) {missing} did not fire before the target {target_name!r}: the target "
+                    f"cannot depend on them. Use a wrt hook earlier in the model than the target"
                 )
-
-        if need_logits:
-            if not isinstance(logits, torch.Tensor):
-                raise GlassesError("the model returned no logits tensor; use a vector metric (a tensor u)")
-            if not keep_last:
-                logits = logits[:, : tpos + 1]
-            scalar = _scalar_from_logits(model, metric, logits)
-            raise_if_nonfinite(model, tokens, scalar.detach(), "the metric")
-            grads = _grad(scalar, inputs)
-            sq = torch.stack([_norms(g, 1) for g in grads])
-            out["values_sq"] = sq
-        else:
-            y = graph.y[0, tpos]
-            raise_if_nonfinite(model, tokens, y.detach(), target_name)
-            if method == "scalar":
-                u = metric.to(device=y.device, dtype=y.dtype)
-                if u.shape != y.shape:
-                    raise GlassesError(
-                        f"a vector metric must have the target's shape {tuple(y.shape)}, got {tuple(u.shape)}"
+            inputs = [graph.acts[w] for w in wrt_names]
+            for w, a in zip(wrt_names, inputs):
+                if a.shape[1] != n:
+                    raise HookError(
+                        f"wrt hook {w!r} gives shape {tuple(a.shape)}; position must be dim 1 (n={n})"
                     )
-                grads = _grad((y * u).sum(), inputs)
-                out["values_sq"] = torch.stack([_norms(g, 1) for g in grads])
+
+            if need_logits:
+                if not isinstance(logits, torch.Tensor):
+                    raise GlassesError("the model returned no logits tensor; use a vector metric (a tensor u)")
+                if not keep_last:
+                    logits = logits[:, : tpos + 1]
+                scalar = _scalar_from_logits(model, metric, logits)
+                _NonFinite.check(scalar.detach(), "the metric")
+                grads = _grad(scalar, inputs)
+                sq = torch.stack([_norms(g, 1) for g in grads])
+                out["values_sq"] = sq
             else:
-                width = int(y.numel())
-                total = width if method == "jacobian" else probes
-                act_width = int(inputs[0][0, 0].numel())
-                k = chunk_size or _auto_chunk(model, n, len(inputs), act_width, total, memory_budget)
-                if method == "jacobian":
-                    out["values_sq"] = _jacobian_sq(y, inputs, k)
+                y = graph.y[0, tpos]
+                _NonFinite.check(y.detach(), target_name)
+                if method == "scalar":
+                    u = metric.to(device=y.device, dtype=y.dtype)
+                    if u.shape != y.shape:
+                        raise GlassesError(
+                            f"a vector metric must have the target's shape {tuple(y.shape)}, got {tuple(u.shape)}"
+                        )
+                    grads = _grad((y * u).sum(), inputs)
+                    out["values_sq"] = torch.stack([_norms(g, 1) for g in grads])
                 else:
-                    est, se = _hutchinson_sq(y, inputs, probes, k, seed, probe_dist)
-                    out["values_sq"], out["stderr_sq"] = est, se
-                out["chunk_size"] = torch.tensor(k)
+                    width = int(y.numel())
+                    total = width if method == "jacobian" else probes
+                    act_width = int(inputs[0][0, 0].numel())
+                    k = chunk_size or _auto_chunk(model, n, len(inputs), act_width, total, memory_budget)
+                    if method == "jacobian":
+                        out["values_sq"] = _jacobian_sq(y, inputs, k)
+                    else:
+                        est, se = _hutchinson_sq(y, inputs, probes, k, seed, probe_dist)
+                        out["values_sq"], out["stderr_sq"] = est, se
+                    out["chunk_size"] = torch.tensor(k)
+    except _NonFinite as exc:
+        raise_if_nonfinite(model, tokens, torch.tensor(float("nan")), exc.what)
     elapsed = time.perf_counter() - t0
 
     values_sq = out["values_sq"].clamp_min(0)

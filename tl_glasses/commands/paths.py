@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--variant", choices=["bound", "rollout", "attention"], default="bound")
     p.add_argument("--heads", choices=["mean", "max", "none"], default="mean")
-    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--beta", default="1.0", help="a number, or 'auto' (per layer: median ‖resid‖/‖attn_out‖)")
     p.add_argument("--compare", choices=["jacobian", "hutchinson", "scalar"], default=None,
                    help="also compute gradient sensitivity and the Spearman correlation with the bound")
     p.add_argument("--study", choices=["copy"], default=None,
@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", default="4:44:4", help="study lengths (items): start:stop:step or a comma list")
     p.add_argument("--method", choices=["jacobian", "hutchinson", "scalar"], default="jacobian",
                    help="sensitivity method of the study")
+    p.add_argument("--probes", type=int, default=64, help="Hutchinson probes of the study")
+    p.add_argument("--tasks", default="copy_last,copy_first", help="study tasks (comma list)")
     p.add_argument("--out", required=True, help="output directory (a study appends rows and resumes)")
     p.set_defaults(func=run)
 
@@ -53,25 +55,27 @@ def run(args) -> int:
         from ..analysis.oversquashing import copy_study
 
         res = copy_study(model, _lengths(args.lengths), method=args.method, heads=args.heads,
+                         probes=args.probes, tasks=[t for t in args.tasks.split(",") if t],
                          out=out / "rows", progress=True)
         res.df.to_csv(out / "copy_study.csv", index=False)
         res.save(out / "result")
         res.plot().savefig(out / "copy_study.png", dpi=120, bbox_inches="tight")
-        cols = [c for c in ["model", "task", "n_items", "n_tokens", "spearman", "spearman_seq",
-                            "spearman_rollout", "sens_start/middle", "sens_end/middle",
-                            "first_token_mass_final"] if c in res.df]
+        cols = [c for c in ["model", "task", "n_items", "n_tokens", "spearman", "spearman_auto",
+                            "spearman_attention", "spearman_seq", "spearman_seq_auto",
+                            "sens_start/middle", "sens_end/middle", "first_token_mass_final"] if c in res.df]
         print(res.df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(res.summary())
         print(f"wrote {out}")
         return 0
     tokens, seq, label = prompt_tokens(model, args)
-    res = path_bound(model, tokens, variant=args.variant, heads=args.heads, beta=args.beta)
+    beta = args.beta if args.beta == "auto" else float(args.beta)
+    res = path_bound(model, tokens, variant=args.variant, heads=args.heads, beta=beta)
     res.meta["prompt"] = label
     res.df.to_csv(out / "path_bound.csv", index=False)
     res.save(out / "path_bound")
     res.plot().savefig(out / "path_bound.png", dpi=120, bbox_inches="tight")
     print(res.summary())
-    depth = depth_profile(model, tokens, heads=args.heads)
+    depth = depth_profile(model, tokens, heads=args.heads, beta=beta)
     depth.df.to_csv(out / "depth_profile.csv", index=False)
     depth.save(out / "depth_profile")
     depth.plot().savefig(out / "depth_profile.png", dpi=120, bbox_inches="tight")
@@ -82,7 +86,7 @@ def run(args) -> int:
         from ..analysis.oversquashing import bound_vs_sensitivity
 
         cmp = bound_vs_sensitivity(model, tokens, method=args.compare, variant=args.variant,
-                                   heads=args.heads, positions=seq)
+                                   heads=args.heads, beta=beta, positions=seq)
         cmp.df.to_csv(out / "bound_vs_sensitivity.csv", index=False)
         cmp.save(out / "bound_vs_sensitivity")
         cmp.plot().savefig(out / "bound_vs_sensitivity.png", dpi=120, bbox_inches="tight")

@@ -192,6 +192,7 @@ class TaskResult(Result):
         import matplotlib.pyplot as plt
 
         kinds = {"accuracy", "error", "histogram", "margin"}
+        tasks = list(dict.fromkeys(self.df["task"])) if len(self.df) else []
         if kind == "auto":
             scored = "logit_diff" in self.df and self.df["logit_diff"].notna().any()
             if self.kind == "count":
@@ -202,15 +203,22 @@ class TaskResult(Result):
             panels = [kind]
         else:
             raise UnknownNameError("plot kind", kind, sorted(kinds) + ["auto"])
+        # several counting tasks: one error panel per task, lines per mode (Fig. 3's layout)
+        per_task = ax is None and "error" in panels and len(tasks) > 1
+        if per_task:
+            panels = [("error", t) for t in tasks] + [p for p in panels if p != "error"]
         if ax is not None:
             panels = panels[:1]
             axes = [ax]
             fig = ax.figure
         else:
-            fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+            fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
             axes = list(axes[0])
         for a, p in zip(axes, panels):
-            getattr(self, f"_plot_{p}")(a)
+            if isinstance(p, tuple):
+                self._plot_error(a, task=p[1])
+            else:
+                getattr(self, f"_plot_{p}")(a)
         model = self.meta.get("model", "")
         if ax is None:
             fig.suptitle(f"{model}", fontsize=10)
@@ -253,14 +261,19 @@ class TaskResult(Result):
         self._xscale(a)
         a.legend(fontsize=7)
 
-    def _plot_error(self, a):
+    def _plot_error(self, a, task: str | None = None):
         s = self.summary_by_n()
+        df = self.df
+        if task is not None:
+            keep = set(df.loc[df["task"] == task, "condition"])
+            s = s[s["condition"].isin(keep)]
         for cond, g in s.groupby("condition", sort=False):
-            line, = a.plot(g["n"], g["mae"], marker="o", ms=4, label=cond)
-            pts = self.df[(self.df["condition"] == cond) & self.df["prediction"].notna()]
+            label = cond if task is None else (cond.split(" · ", 1)[1] if " · " in cond else "answer")
+            line, = a.plot(g["n"], g["mae"], marker="o", ms=4, label=label)
+            pts = df[(df["condition"] == cond) & df["prediction"].notna()]
             a.scatter(pts["n"], pts["abs_error"], s=6, alpha=0.3, color=line.get_color())
         a.set_ylabel("absolute error")
-        a.set_title("absolute error vs length (line: mean)")
+        a.set_title("absolute error vs length (line: mean)" if task is None else task)
         self._xscale(a)
         a.legend(fontsize=7)
 

@@ -272,11 +272,52 @@ def score_candidates(
                 "method='tree' needs a transformers-backed model with full (and optionally "
                 "sliding-window) attention layers and eager/sdpa attention; use method='cache'"
             )
+        if kind is not None and method == "auto" and not _tree_verified(model, contexts[0], candidate_ids[0], kind):
+            kind = None
         if kind is not None:
             return _score_tree(model, contexts, candidate_ids, kind, terminate=terminate, batch_size=batch_size)
     return _score_cached(model, contexts, candidate_ids, terminate=terminate, batch_size=batch_size,
                          use_cache=method != "recompute", require_cache=method == "cache",
                          max_cache_bytes=max_cache_bytes)
+
+
+_TREE_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _tree_verified(model, context, cands, kind) -> bool:
+    """Once per model: the tree method must reproduce the key/value-cache method on a
+    few candidates of the first context (an architecture that ignored the 4-D mask or
+    the position ids would otherwise give wrong numbers silently). If not, 'auto'
+    falls back to the cache method, with a warning."""
+    try:
+        known = _TREE_OK.get(model)
+    except TypeError:
+        known = None
+    if known is not None:
+        return known
+    from .._core import model_dtype
+
+    longest = max(range(len(cands)), key=lambda j: len(cands[j]))
+    probe = [cands[j] for j in dict.fromkeys([0, longest, len(cands) - 1])]
+    try:
+        a = _score_tree(model, [context], [probe], kind, terminate=True, batch_size=1)[0]
+        b = _score_cached(model, [context], [probe], terminate=True, batch_size=1, use_cache=True,
+                          require_cache=False, max_cache_bytes=512 * 2**20)[0]
+        tol = 1e-3 if model_dtype(model) == torch.float32 else 0.15
+        ok = bool(torch.allclose(a, b, atol=tol, rtol=0))
+        why = f"max difference {float((a - b).abs().max()):.3g}"
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use the tree here
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    if not ok:
+        import warnings
+
+        warnings.warn(f"tree scoring does not reproduce the key/value-cache method on this model ({why}); "
+                      f"using method='cache'", stacklevel=3)
+    try:
+        _TREE_OK[model] = ok
+    except TypeError:
+        pass
+    return ok
 
 
 def _hf_config(model):

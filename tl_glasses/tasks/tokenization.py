@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from ..errors import GlassesError, TokenizationError
+from ..typing import Tokens
 
 __all__ = [
     "TokenizedItems",
@@ -46,7 +47,7 @@ class TokenizedItems:
     token that holds ``items[i]``.
     """
 
-    tokens: torch.Tensor
+    tokens: Tokens
     item_positions: list[int]
     text: str
     items: tuple[str, ...] = ()
@@ -88,7 +89,7 @@ def _tokenizer(model):
     return tok
 
 
-def encode(model, text: str, *, prepend_bos: bool | None = None) -> torch.Tensor:
+def encode(model, text: str, *, prepend_bos: bool | None = None) -> Tokens:
     """``model.to_tokens(text)[0]`` without silent truncation, on the CPU: ``[pos]``."""
     if not isinstance(text, str) or not text:
         raise GlassesError("the text to tokenise is empty; pass a non-empty string")
