@@ -170,7 +170,13 @@ def resolve_attn_impl(model, attn_impl: str, hook_names: Sequence[Any], *, eager
 def is_rotary(model) -> bool:
     """Whether positions enter only through rotary (relative) encodings, so running a
     sequence at positions shifted by one changes nothing in exact arithmetic."""
-    return getattr(model.cfg, "positional_embedding_type", None) == "rotary"
+    from ..compat import forward_accepts
+
+    # The shifted run needs ``position_ids``; a HookedTransformer (TL 3.x) takes none,
+    # so the shift floor is skipped there rather than crashing.
+    return getattr(model.cfg, "positional_embedding_type", None) == "rotary" and forward_accepts(
+        model, "position_ids"
+    )
 
 
 def _supports_logits_to_keep(model) -> bool:
