@@ -17,6 +17,10 @@ shift noise floor adds one more forward of ``v`` on the lengths where it is meas
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 
 from _timing import PeakRSS, bare_forward, best_of, row
 
@@ -51,9 +55,7 @@ def _case(name: str, n_tokens: int, eager_target: float, sdpa_target: float | No
         _run_shifted(model, ta, probe)
 
     t_step = best_of(step, repeat=repeat, warmup=1)
-    t_floor = best_of(step_floor, repeat=1, warmup=0)
-    with PeakRSS() as m_step:
-        step()
+    t_floor = best_of(step_floor, repeat=repeat, warmup=0)
     impl = step()[0].attn_impl
     del model
     gc.collect()
@@ -61,8 +63,6 @@ def _case(name: str, n_tokens: int, eager_target: float, sdpa_target: float | No
     out = []
     hf, _ = load_hf(name, attn_implementation="eager")
     t_eager = best_of(lambda: (bare_forward(hf, ta), bare_forward(hf, tb)), repeat=repeat, warmup=0)
-    with PeakRSS() as m_eager:
-        bare_forward(hf, ta), bare_forward(hf, tb)
     del hf
     gc.collect()
     hf, _ = load_hf(name, attn_implementation="sdpa")
@@ -78,10 +78,45 @@ def _case(name: str, n_tokens: int, eager_target: float, sdpa_target: float | No
                    seconds_step=round(t_step, 3), seconds_sdpa=round(t_sdpa, 3)))
     out.append(row(f"collapse step + shift floor / eager forward, {tok}", t_floor / t_eager,
                    target="(reported; floor every 4th length by default)", seconds=round(t_floor, 3)))
+    m_step, m_eager = _peak_in_child("step", name, n_tokens), _peak_in_child("eager", name, n_tokens)
     out.append(row(f"collapse step peak RSS / eager forward peak RSS, {tok}",
-                   m_step.delta / max(m_eager.delta, 1), unit="x peak memory", target="≤ 1.2x",
-                   step_mb=round(m_step.delta / 2**20, 1), eager_mb=round(m_eager.delta / 2**20, 1)))
+                   m_step / max(m_eager, 1), unit="x peak memory", target="≤ 1.2x",
+                   step_mb=round(m_step / 2**20, 1), eager_mb=round(m_eager / 2**20, 1)))
     return out
+
+
+def _peak_in_child(variant: str, name: str, n_tokens: int) -> int:
+    """Extra resident memory at the peak of one call, in a fresh process after the model
+    is loaded and warmed up once, with large allocations served by mmap so that memory
+    freed by earlier calls cannot hide a peak."""
+    # large blocks from mmap, returned to the OS on free: RSS then follows live memory
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    res = subprocess.run([sys.executable, __file__, "--mem", variant, name, str(n_tokens)],
+                         capture_output=True, text=True, env=env, check=True)
+    return int(json.loads(res.stdout.strip().splitlines()[-1])["delta"])
+
+
+def _mem_child(variant: str, name: str, n_tokens: int) -> None:
+    import tl_glasses as tg
+    from tl_glasses.analysis._probe import LastTokenProbe
+    from tl_glasses.analysis.collapse import _run_pair
+    from tl_glasses.models import load_hf
+
+    model = tg.load_model(name)
+    ta, tb = _pair(model, n_tokens)
+    if variant == "step":
+        probe = LastTokenProbe(model)
+        _run_pair(model, ta, tb, probe)  # one-time set-up (kernel check, caches) not counted
+        with PeakRSS() as m:
+            _run_pair(model, ta, tb, probe)
+    else:
+        del model
+        gc.collect()
+        hf, _ = load_hf(name, attn_implementation="eager")
+        bare_forward(hf, ta)
+        with PeakRSS() as m:
+            bare_forward(hf, ta), bare_forward(hf, tb)
+    print(json.dumps({"delta": m.delta}))
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -92,7 +127,8 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run(quick="--quick" in sys.argv):
-        print(r)
+    if len(sys.argv) > 1 and sys.argv[1] == "--mem":
+        _mem_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        for r in run(quick="--quick" in sys.argv):
+            print(r)

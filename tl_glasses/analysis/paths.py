@@ -4,7 +4,8 @@ and the depth limit (Prop. 5.2/B.8, Lemmas B.6/B.7).
 With ``A^(ℓ)`` the causal attention of layer ℓ (heads reduced as it is captured),
 the per-layer matrix is
 
-* ``variant="bound"``:     ``Ā = A/β + I``       (Thm B.5: residual + attention, β per layer)
+* ``variant="bound"``:     ``Ā = A/β + I``       (Thm B.5: residual + attention, β per layer;
+  ``beta="auto"``: β^(ℓ) = median_i ‖resid_pre_i‖ / ‖attn_out_i‖ from the same forward)
 * ``variant="rollout"``:   ``Ā = (A + I)/2``     (attention rollout; row-stochastic)
 * ``variant="attention"``: ``Ā = A``             (attention alone)
 
