@@ -260,15 +260,9 @@ def _describe_metric(metric: Metric) -> str:
 
 
 def _logits_to_keep_supported(model) -> bool:
-    import inspect
+    from ._probe import _supports_logits_to_keep
 
-    hf = getattr(model, "original_model", None)
-    if hf is None:
-        return False
-    try:
-        return "logits_to_keep" in inspect.signature(hf.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    return _supports_logits_to_keep(model)
 
 
 def _per_probe_bytes(model, n: int, n_wrt: int, width: int) -> int:
