@@ -59,9 +59,21 @@ sens.u_shape(item.item_positions)
 # %%
 bound = tg.path_bound(model, item.tokens, variant="bound", heads="mean")
 print(bound)
-cmp = bound_vs_sensitivity(model, item.tokens, method=METHOD, positions=item.item_positions, **kw)
-print(cmp.summary())
-cmp.plot()
+cmp = bound_vs_sensitivity(model, item.tokens, sens=sens, positions=item.item_positions)
+print("β = 1:   ", cmp.summary())
+
+# %% [markdown]
+# With β = 1 an attention edge counts as much as the residual stream's identity path,
+# and the first token (the attention sink) takes nearly all the paths. `beta="auto"`
+# sets β per layer to the median ratio ‖resid_pre‖ / ‖attn_out‖ measured in the same
+# forward — how much larger the stream is than what attention adds — and the bound
+# then ranks positions much like the gradient does.
+
+# %%
+cmp_auto = bound_vs_sensitivity(model, item.tokens, sens=sens, beta="auto", positions=item.item_positions)
+print("β = auto:", cmp_auto.summary())
+print("β per layer:", [round(b, 2) for b in cmp_auto.meta["beta"]])
+cmp_auto.plot()
 
 # %% [markdown]
 # ## Depth: how fast the last row concentrates on the first token

@@ -341,6 +341,13 @@ def test_bound_vs_sensitivity_and_copy_study_resume(tiny_gemma3, tmp_path):
     assert isinstance(cmp, BoundComparison) and -1 <= cmp.meta["spearman"] <= 1
     assert cmp.df["in_sequence"].sum() == 6 and cmp.meta["spearman_sequence"] is not None
     assert cmp.plot().axes[0].get_xscale() == "log" and cmp.plot(kind="position") is not None
+    from tl_glasses.analysis.sensitivity import sensitivity
+
+    pre = sensitivity(tiny_gemma3, ti.tokens, method="scalar")
+    again = bound_vs_sensitivity(tiny_gemma3, ti.tokens, sens=pre, positions=ti.item_positions)
+    assert again.meta["spearman"] == cmp.meta["spearman"]
+    with pytest.raises(GlassesError, match="other tokens"):
+        bound_vs_sensitivity(tiny_gemma3, ti.tokens[:-1], sens=pre)
 
     out = tmp_path / "study"
     first = copy_study(tiny_gemma3, [4, 8], method="scalar", out=out)

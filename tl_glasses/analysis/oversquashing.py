@@ -121,12 +121,25 @@ def bound_vs_sensitivity(
     heads: str = "mean",
     beta: float | str = 1.0,
     positions: Sequence[int] | None = None,
+    sens=None,
     **sensitivity_kw: Any,
 ) -> BoundComparison:
     """Run :func:`~tl_glasses.sensitivity` and :func:`~tl_glasses.path_bound` on the same
     tokens and rank-correlate them over positions (``positions``: the sequence items,
-    for a second correlation restricted to them)."""
-    sens = sensitivity(model, prompt, method=method, **sensitivity_kw)
+    for a second correlation restricted to them). Pass ``sens=`` (a
+    :class:`~tl_glasses.analysis.sensitivity.SensitivityResult` for this prompt, one wrt
+    hook) to reuse a sensitivity already computed."""
+    if sens is None:
+        sens = sensitivity(model, prompt, method=method, **sensitivity_kw)
+    else:
+        if sens.tensors["values"].shape[0] != 1:
+            raise GlassesError("sens= must hold one wrt hook (values of shape [n])")
+        method = sens.meta.get("method", method)
+        from .._core import as_tokens
+
+        given = as_tokens(model, prompt).cpu()[0]
+        if not torch.equal(given, sens.tokens.cpu()):
+            raise GlassesError("sens= was computed on other tokens than this prompt")
     tokens = sens.tokens
     bound = path_bound(model, tokens, variant=variant, heads=heads, beta=beta)
     n = tokens.numel()
