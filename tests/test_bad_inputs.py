@@ -117,6 +117,26 @@ def test_attention_not_hookable(m):
     assert L == m.cfg.n_layers
 
 
+def test_attention_not_hookable_real_sdpa_model_is_switched_to_eager():
+    """The real case behind entry 6: a transformers model built with the fused ``sdpa``
+    kernel (which computes no pattern). ``wrap_model`` switches it to eager attention, so
+    ``hook_pattern`` fires and the path analysers get the same patterns as an eager model."""
+    from tl_glasses.models import tiny_hf_model
+    from tl_glasses.models._tiny import char_tokenizer
+
+    patterns = {}
+    for impl in ("eager", "sdpa"):
+        hf = tiny_hf_model("llama", seed=0)
+        hf.set_attn_implementation(impl)
+        assert hf.config._attn_implementation == impl
+        model = tg.wrap_model(hf, char_tokenizer(True))
+        assert hf.config._attn_implementation == "eager"
+        patterns[impl] = tg.path_bound(model, "1110111").tensors
+    assert patterns["eager"]
+    for k, v in patterns["eager"].items():
+        torch.testing.assert_close(patterns["sdpa"][k], v, rtol=0, atol=0)
+
+
 # 7
 def test_training_mode(m):
     m.train()

@@ -4,7 +4,8 @@ Covered already: ``collapse`` (tests/test_collapse_resume.py) and ``tasks``
 (tests/test_tasks.py::test_sigkilled_cli_run_resumes_without_loss_or_duplicates).
 Here: ``theory`` (rows appended through RowStore). ``patch``, ``paths`` and
 ``sensitivity`` write their result once, atomically, at the end (nothing half-written
-to lose: checked below), and ``report`` reuses each finished step's saved result."""
+to lose: checked below, each killed at a random point), and ``report`` reuses each
+finished step's saved result (killed after its second step, checked below)."""
 from __future__ import annotations
 
 import json
@@ -79,12 +80,23 @@ def test_theory_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     pd.testing.assert_frame_equal(fa[cols], fb[cols], check_exact=True)
 
 
+ONE_SHOT = {
+    "paths": (("paths", "--model", "tiny:llama", "--prompt", "1" * 200), "path_bound/data.parquet"),
+    "sensitivity": (("sensitivity", "--model", "tiny:llama", "--prompt", "1" * 120, "--method", "jacobian"),
+                    "result/data.parquet"),
+    "patch": (("patch", "--model", "tiny:llama", "--family", "ones", "--n", "12,24", "--method", "exact"),
+              None),
+}
+
+
 @pytest.mark.slow
-def test_one_shot_commands_leave_nothing_half_written(tmp_path):
-    """``paths`` killed at a random point leaves only complete files (atomic writes),
-    and the rerun completes."""
+@pytest.mark.parametrize("command", list(ONE_SHOT))
+def test_one_shot_commands_leave_nothing_half_written(command, tmp_path):
+    """A one-shot command killed at a random point leaves only complete files (atomic
+    writes), and the rerun completes."""
     out = tmp_path / "p"
-    args = ("paths", "--model", "tiny:llama", "--prompt", "1" * 200, "--out", str(out))
+    cli_args, product = ONE_SHOT[command]
+    args = (*cli_args, "--out", str(out))
     proc = _cli(*args)
     time.sleep(random.uniform(2.0, 12.0))
     if proc.poll() is None:
@@ -105,4 +117,38 @@ def test_one_shot_commands_leave_nothing_half_written(tmp_path):
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()[-2000:]
     check_complete()
-    assert (out / "path_bound" / "data.parquet").exists()
+    if product is not None:
+        assert (out / product).exists(), sorted(p.name for p in out.rglob("*"))
+    else:
+        assert any(out.rglob("*.parquet")), sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.slow
+def test_report_sigkill_then_rerun_reuses_finished_steps(tmp_path):
+    """``report`` killed mid-run: the steps finished before the kill are reused as they
+    were (same bytes), the interrupted one reruns, and the page is written."""
+    out = tmp_path / "r"
+    args = ("report", "--model", "tiny:llama", "--profile", "smoke", "--no-progress", "--out", str(out))
+    proc = _cli(*args)
+    done_marker = out / "raw" / "oversquashing" / "step.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not done_marker.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the report ended before it could be killed"
+    time.sleep(random.uniform(0.0, 1.5))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "index.html").exists()
+    finished_steps = sorted(p.parent.name for p in (out / "raw").glob("*/step.json"))
+    assert {"collapse", "oversquashing"} <= set(finished_steps)
+    finished = {p: p.read_bytes() for step in finished_steps for p in (out / "raw" / step).rglob("*") if p.is_file()}
+
+    rerun = _cli(*args)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err.decode()[-2000:]
+    assert (out / "index.html").exists()
+    for p, data in finished.items():
+        assert p.read_bytes() == data, p
+    timings = json.loads((out / "report.json").read_text())["steps"]
+    for step in finished_steps:
+        assert timings[step] < 5, (step, timings)

@@ -222,9 +222,11 @@ def run_capture(
             stack.enter_context(fused_attention(model))
         stack.enter_context(hooks_context(model, all_hooks))
         kw = {} if position_ids is None else {"position_ids": position_ids}
-        if logits and _supports_logits_to_keep(model):
-            out = model(tokens, return_type="logits", logits_to_keep=1, **kw)[0, -1]
-        elif logits:
+        if _supports_logits_to_keep(model):
+            # the unembedding of the last position only (Gemma's 262k-token unembedding
+            # otherwise dominates a forward), also when no logits are wanted
+            kw["logits_to_keep"] = 1
+        if logits:
             out = model(tokens, return_type="logits", **kw)[0, -1]
         else:
             model(tokens, return_type=None, **kw)

@@ -49,13 +49,9 @@ def add_parser(sub) -> None:
 
 
 def _load(name: str, dtype):
-    from ..models import load_model, tiny_model
+    from ..models import load_model
 
-    if name.startswith("tiny:"):
-        arch = name.split(":", 1)[1]
-        kw = {"n_layers": 3} if arch == "gemma3" else {}
-        return tiny_model(arch, seed=0, dtype=dtype, **kw)
-    return load_model(name, dtype=dtype)
+    return load_model(name, dtype=dtype)  # also "tiny:ARCH" / "tiny-ARCH"
 
 
 def _step(text: str):

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("patch", help="activation / attribution patching of a pair (v, v*)",
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma-3-270m",
-                   help="embedded model name, a Hub name, or tiny-llama / tiny-gemma3 / tiny-gpt2")
+                   help="embedded model name, a Hub name, or tiny:llama / tiny:gemma3 / tiny:gpt2")
     p.add_argument("--dtype", default="fp32", help="fp32 (default), bf16, fp16, fp64")
     src = p.add_argument_group("the pair")
     src.add_argument("--family", help="sequence family (ones, digits_end_one, copy_last, or a template with {seq})")
@@ -49,11 +49,9 @@ def add_parser(sub) -> None:
 
 
 def _load(name: str, dtype):
-    from ..models import load_model, tiny_model
+    from ..models import load_model
 
-    if name.startswith("tiny-"):
-        return tiny_model(name.removeprefix("tiny-"), dtype=dtype)
-    return load_model(name, dtype=dtype)
+    return load_model(name, dtype=dtype)  # also "tiny:ARCH" / "tiny-ARCH"
 
 
 def _int_list(text: str, what: str) -> list[int]:

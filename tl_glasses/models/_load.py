@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import GlassesError, ModelNotAvailableError
+from ..errors import GlassesError, ModelNotAvailableError, UnknownNameError
 from ._cache import CacheEntry, cache_root, sha256_file
 from ._embedded import EMBEDDED, EmbeddedModel
 
@@ -183,6 +183,22 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+TINY_ARCHS = ("llama", "gemma3", "gpt2")
+
+
+def _tiny_by_name(name: str, dtype: torch.dtype, device: str):
+    """``"tiny:ARCH"`` (or ``"tiny-ARCH"``): the seeded tiny random model of
+    :func:`tiny_model`, for smoke runs of the CLI and the report. ``tiny:gemma3`` gets
+    three layers so that it has one global layer after two local ones, like Gemma 3."""
+    from ._tiny import tiny_model
+
+    arch = name[5:]
+    if arch not in TINY_ARCHS:
+        raise UnknownNameError("tiny model architecture", arch, list(TINY_ARCHS))
+    kw = {"n_layers": 3} if arch == "gemma3" else {}
+    return tiny_model(arch, seed=0, dtype=dtype, **kw).to(device)
+
+
 def load_model(
     name: str = "gemma-3-270m",
     *,
@@ -201,6 +217,8 @@ def load_model(
     ``name`` is one of the embedded models (``list_models()``: ``"gemma-3-270m"``,
     the default, and ``"smollm2-135m"``), which need no network; or any Hugging
     Face model name when the Hub is reachable (or already in the local HF cache);
+    or ``"tiny:llama"`` / ``"tiny:gemma3"`` / ``"tiny:gpt2"`` (a seeded tiny random
+    model, :func:`tiny_model`: for smoke runs, says nothing about language models);
     or a ``transformers`` model, with ``tokenizer=`` given, to wrap as it is.
 
     Embedded models are dequantised from GGUF once and cached as checksummed
@@ -212,6 +230,8 @@ def load_model(
     dtype = resolve_dtype(dtype)
     _check_dtype_runs(dtype, device if device_map is None else "cpu")
     _quiet_transformers()
+    if isinstance(name, str) and name.startswith(("tiny:", "tiny-")):
+        return _tiny_by_name(name, dtype, device)
     if not isinstance(name, str):
         if tokenizer is None:
             raise GlassesError(

@@ -109,6 +109,18 @@ def _cached_step(ctx: Context, key: str, config: dict, run: Callable[[Path], Non
     return True
 
 
+def _derived(ctx: Context, key: str, name: str, df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Save a table derived from a step's raw result beside it, so that every table on the
+    page points (``data-source``) at the file holding exactly its numbers."""
+    rel = f"raw/{key}/{name}.parquet"
+    path = ctx.out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.reset_index(drop=True).to_parquet(tmp)
+    os.replace(tmp, path)
+    return df, rel
+
+
 def _copy_prompt(n: int, hint: bool = False) -> str:
     from ..tasks import prompts
 
@@ -140,8 +152,8 @@ def step_collapse(ctx: Context) -> StepOutput:
         "of <code>hook_z</code>, with the min–max band), per dtype, with and without a comma every "
         "third item (Fig. 5). Rows within the measured noise floor are marked, never reported as distances.")
     o.figures.append((_fig(res), "collapse curves"))
-    table = res.collapse_table()
-    o.tables.append((table, "Collapse length per arm (None: no collapse in range)", "raw/collapse/result/data.parquet"))
+    table, table_src = _derived(ctx, "collapse", "collapse_table", res.collapse_table())
+    o.tables.append((table, "Collapse length per arm (None: no collapse in range)", table_src))
     o.tables.append((res.df[[c for c in ["n", "tokens", "dtype", "mode", "mitigation", "l2", "rel", "head_mean",
                                          "bitwise_equal", "same_argmax", "below_floor"] if c in res.df]],
                      "Measured rows", "raw/collapse/result/data.parquet"))
@@ -184,7 +196,8 @@ def step_global(ctx: Context) -> StepOutput | None:
         "(App. C.6) argues that local windows counter collapse; here the same sweep runs with the "
         "native local layers and with every layer made global.")
     o.figures.append((_fig(res, metric="l2"), "native local vs all global"))
-    o.tables.append((res.collapse_table(), "Native local vs all-global layers", "raw/global/result/data.parquet"))
+    table, table_src = _derived(ctx, "global", "collapse_table", res.collapse_table())
+    o.tables.append((table, "Native local vs all-global layers", table_src))
     o.commands.append(ctx.cmd("collapse", "--model", ctx.model_name, "--family", "ones", "--lengths",
                               ",".join(map(str, lengths)), "--mitigation", "global", "--out", "DIR"))
     return o
