@@ -305,3 +305,58 @@ def test_cli_list_and_run(tmp_path, capsys):
     assert "copy_first+hint" in out and (tmp_path / "o" / "plot.png").exists()
     assert main(["tasks", "--model", "tiny:llama", "--task", "copy_first", "--lengths", "2",
                  "--option", "colour=1"]) == 2
+
+
+# --- reading a results directory back ------------------------------------------------------
+def test_from_dir_reads_a_partial_run_and_reparses(tmp_path):
+    m = ScriptedModel("The final answer to your maths question is: 7\n")
+    out = tmp_path / "run"
+    res = tg.evaluate(m, "count_ones_zeros", [4, 7], n_items=2, scoring="generate", out=out, progress=False)
+    back = TaskResult.from_dir(out)
+    cols = ["n", "item", "answer", "prediction", "correct", "abs_error", "parse_status"]
+    pd.testing.assert_frame_equal(back.df[cols], res.df[cols])
+    assert back.meta["task"] == "count_ones_zeros" and back.meta["scoring"] == "generate"
+    assert len(TaskResult.from_dir(out, n_items=1).df) == 2
+    # a row cut short by a kill, and a generation the parser of its day misread
+    rows = (out / "rows.jsonl").read_text().splitlines()
+    bad = json.loads(rows[0])
+    bad["generation"], bad["prediction"], bad["parse_status"] = "the following sum: 1 + 1 + 1", 1, "phrase"
+    (out / "rows.jsonl").write_text("\n".join([json.dumps(bad)] + rows[1:]) + '\n{"n": 9, "it')
+    back = TaskResult.from_dir(out)
+    assert len(back.df) == 4
+    assert back.df["parse_status"].iloc[0] == "unparsed" and pd.isna(back.df["prediction"].iloc[0])
+    assert TaskResult.from_dir(out, reparse=False).df["prediction"].iloc[0] == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GlassesError):
+        TaskResult.from_dir(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("text,value", [
+    ("Please perform the following sum: 1 + 1 + 1 + 1", None),          # an echo, not an answer
+    ("The final answer to your maths question is: 1 + 1 + 1", None),
+    ("1 + 1 + 1 + 1 + 1 = 11\n\nThe final answer is 11.", 11),
+    ("2 * 5 + 2 = 12", 12),
+    ("The answer to your question is: 0.", 0),
+])
+def test_a_number_that_starts_an_expression_is_not_the_answer(text, value):
+    from tl_glasses.tasks.parsing import parse_answer
+
+    assert parse_answer(text).value == value
+
+
+def test_plots_keep_echoed_sequences_readable():
+    """A model that writes the sequence back ("1111…") is read as a huge number: the error
+    axis becomes symmetric-log and the histogram one bar per answer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = ScriptedModel("The answer is " + "1" * 20 + ".")
+    res = tg.evaluate(m, "count_ones", [3, 4], scoring="generate", max_new_tokens=60, progress=False)
+    assert (res.df["prediction"] > 1e18).all()
+    fig = res.plot()
+    err, hist = fig.axes
+    assert err.get_yscale() == "symlog"
+    assert [t.get_text() for t in hist.get_xticklabels()] == ["1.1e+19"]
+    plt.close(fig)

@@ -78,7 +78,7 @@ class Mitigation:
         """Run ``tokens`` with and without this mitigation's model edits and return the
         largest change of the final representation; raise :class:`HookError` if the
         output did not change at all (an edit that had no effect)."""
-        from .._core import FINAL, as_tokens
+        from .._core import as_tokens, final_hook_name
 
         if not self.has_model_edits:
             raise GlassesError(f"{self.label} edits the prompt, not the model: nothing to verify on a run")
@@ -88,11 +88,12 @@ class Mitigation:
         def grab(t, hook):
             box["y"] = t[:, -1].detach().clone()
 
+        final = final_hook_name(model)
         with torch.no_grad():
-            with hooks_context(model, [(FINAL, grab)]):
+            with hooks_context(model, [(final, grab)]):
                 model(tokens, return_type=None)
             base = box.pop("y")
-            with self.applied(model, fwd_hooks=[(FINAL, grab)]):
+            with self.applied(model, fwd_hooks=[(final, grab)]):
                 model(tokens, return_type=None)
             new = box.pop("y")
         change = float((new.double() - base.double()).abs().max())

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .._core import FINAL, n_ctx
+from .._core import final_hook_name, n_ctx
 from ..errors import GlassesError, HookError
 from ._base import HookList, Mitigation, parse_layers
 
@@ -141,7 +141,7 @@ class SlidingWindow(Mitigation):
         for l in layers:
             out.append((f"blocks.{l}.attn.hook_attn_scores", _bind(on_scores, layer=l)))
             out.append((f"blocks.{l}.attn.hook_pattern", _bind(on_pattern, layer=l)))
-        out.append((FINAL, at_end))
+        out.append((final_hook_name(model), at_end))
         return out
 
     @property
@@ -298,7 +298,7 @@ class GlobalAttention(Mitigation):
                 )
             return None
 
-        return [(FINAL, at_end)]
+        return [(final_hook_name(model), at_end)]
 
     def lifted_layers(self, model) -> list[int]:
         """While applied: the layers whose window was lifted in the last forward."""

@@ -174,6 +174,48 @@ class TaskResult(Result):
                 f"{extra}, {unp:.0%} unparsed")
 
     @classmethod
+    def from_dir(cls, directory: str | os.PathLike, *, n_items: int | None = None,
+                 reparse: bool = True) -> "TaskResult":
+        """The rows an ``evaluate(..., out=directory)`` run has written so far
+        (``directory/rows.jsonl``, finished or not), without the model. ``n_items`` keeps
+        items ``0..n_items-1`` of each length only (a directory that an earlier call with
+        more items also wrote to holds more). ``reparse``: read generated texts again with
+        the current :func:`~tl_glasses.tasks.parsing.parse_answer` (the rows keep what the
+        parser of their day read). Raises if the directory holds no rows."""
+        from pathlib import Path
+
+        d = Path(directory)
+        try:
+            config = json.loads((d / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GlassesError(f"{str(d)!r} is not a tl_glasses.evaluate results directory: {exc}") from exc
+        path = d / "rows.jsonl"
+        rows = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+        if not rows:
+            raise GlassesError(f"{str(d)!r} holds no rows yet")
+        df = pd.DataFrame(rows).drop_duplicates(subset=["n", "item"], keep="first")
+        if n_items is not None:
+            df = df[df["item"] < int(n_items)]
+        df = df.sort_values(["n", "item"], kind="stable").reset_index(drop=True)
+        if reparse and "generation" in df:
+            for i in df.index:
+                p = parse_answer(df.at[i, "generation"])
+                ok, err = _verdict(p.value, df.at[i, "answer"])
+                df.at[i, "prediction"], df.at[i, "parse_status"] = p.value, p.status
+                df.at[i, "correct"], df.at[i, "abs_error"] = ok, err
+        for col in ("prediction", "abs_error"):
+            if col in df:
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        df["correct"] = df["correct"].astype(bool)
+        return cls(df=df, meta={**config, "out": str(d)})
+
+    @classmethod
     def concat(cls, results: Iterable["TaskResult"]) -> "TaskResult":
         """One result holding several (e.g. copy_last and copy_first, or the three modes),
         plotted side by side."""
@@ -273,6 +315,14 @@ class TaskResult(Result):
             pts = df[(df["condition"] == cond) & df["prediction"].notna()]
             a.scatter(pts["n"], pts["abs_error"], s=6, alpha=0.3, color=line.get_color())
         a.set_ylabel("absolute error")
+        parsed = df.loc[df["condition"].isin(set(s["condition"])) & df["prediction"].notna(), "abs_error"]
+        if len(parsed) and parsed.max() > 100 * max(1, df["n"].max()):
+            # a model echoing the sequence ("1111…") is read as a huge number: keep the rest visible
+            from matplotlib.ticker import SymmetricalLogLocator
+
+            lt = max(10, int(df["n"].max()))
+            a.set_yscale("symlog", linthresh=lt)
+            a.yaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=lt))
         a.set_title("absolute error vs length (line: mean)" if task is None else task)
         self._xscale(a)
         a.legend(fontsize=7)
@@ -280,9 +330,16 @@ class TaskResult(Result):
     def _plot_histogram(self, a):
         h = self.answer_histogram()
         if len(h):
-            a.bar(h["prediction"].astype(float), h["count"], width=1.0)
-            top = h.iloc[0]
-            a.set_title(f"answers given (most common: {top['prediction']}, {top['fraction']:.0%})")
+            vals = h["prediction"].astype(float)
+            label = [f"{v:.0f}" if v.is_integer() and abs(v) < 1e6 else f"{v:.2g}" for v in vals]
+            if vals.abs().max() > 10 * max(100, int(self.df["n"].max())):
+                # answers far off any count (echoed sequences): one bar per answer, 15 most common
+                k = min(15, len(h))
+                a.bar(range(k), h["count"].iloc[:k], width=0.8)
+                a.set_xticks(range(k), label[:k], rotation=60, fontsize=7)
+            else:
+                a.bar(vals, h["count"], width=1.0)
+            a.set_title(f"answers given (most common: {label[0]}, {h['fraction'].iloc[0]:.0%})")
         else:
             a.set_title("answers given (none parsed)")
         a.set_xlabel("predicted answer")

@@ -14,6 +14,9 @@ status         meaning
                line wins, as the paper asks for the answer "on the final line"
 ``phrase``     no paper phrase, but a generic one: "answer is 7", "answer: 7",
                "the result is seven", "= 7" (the last one wins)
+
+               (after either phrase, a number that starts an expression, as in
+               "sum: 1 + 1 + 1", is not taken as the answer)
 ``number``     neither phrase, and the text holds exactly one number
 ``unparsed``   nothing of the above (value ``None``)
 =============  ===================================================================
@@ -68,6 +71,9 @@ _GAP_RE = re.compile(
     r"\b(?:the\s+number|number|exactly|just|simply|approximately|about)\b){0,40}",
     re.IGNORECASE,
 )
+# a number followed by an operator and another number is a term of an expression the model
+# is (re)writing ("the following sum: 1 + 1 + 1"), not an answer
+_OPERATOR_AFTER_RE = re.compile(r"\s*[+*/\u00d7\u2212-]\s*\d")
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ def _number_after(text: str, pos: int) -> tuple[int | float | None, tuple[int, i
     gap = _GAP_RE.match(text, pos)
     start = gap.end() if gap else pos
     m = _NUMBER_RE.match(text, start)
-    if not m or not m.group(0).strip():
+    if not m or not m.group(0).strip() or _OPERATOR_AFTER_RE.match(text, m.end()):
         return None, None
     v = _value(m)
     return (v, (m.start(), m.end())) if v is not None else (None, None)
