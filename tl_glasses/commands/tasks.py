@@ -79,16 +79,6 @@ def _options(args) -> dict:
     return opts
 
 
-def load_cli_model(name: str, dtype: str = "float32"):
-    """``tiny:<arch>`` gives a tiny random model (tests, smoke runs); anything else goes
-    to :func:`tl_glasses.load_model`."""
-    from .. import models
-
-    if name.startswith("tiny:"):
-        return models.tiny_model(name.split(":", 1)[1], dtype=models.resolve_dtype(dtype))
-    return models.load_model(name, dtype=dtype)
-
-
 def run(args) -> int:
     import pandas as pd
 
@@ -100,12 +90,13 @@ def run(args) -> int:
         return 0
     import torch
 
+    from ..models import load_model
     from ..tasks.evaluate import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     opts = _options(args)
-    model = load_cli_model(args.model, args.dtype)
+    model = load_model(args.model, dtype=args.dtype)  # also "tiny:ARCH"
     res = evaluate(
         model, args.task, args.lengths, mode=args.mode, scoring=args.scoring, n_items=args.n_items,
         seed=args.seed, out=args.out, chat=args.chat, batch_size=args.batch_size,
