@@ -74,3 +74,18 @@ def merging_model():
     )
     hf = tiny_hf_model("llama", vocab_size=len(vocab))
     return tg.wrap_model(hf, fast, name="tiny-merging")
+
+
+def reference_scores(hf, tokens: torch.Tensor, cands: list[list[int]], mask: torch.Tensor) -> torch.Tensor:
+    """log P(candidate) + log P(no digit after it), from the plain transformers model,
+    one full forward per candidate, in float64 from its logits."""
+    out = []
+    L = tokens.shape[-1]
+    with torch.no_grad():
+        for c in cands:
+            lg = hf(torch.tensor([tokens.tolist() + list(c)])).logits[0].double()
+            lp = sum(float(torch.log_softmax(lg[L - 1 + d], -1)[c[d]]) for d in range(len(c)))
+            last = lg[L - 1 + len(c)]
+            lp += float(torch.logsumexp(last.masked_fill(mask, float("-inf")), -1) - torch.logsumexp(last, -1))
+            out.append(lp)
+    return torch.tensor(out, dtype=torch.float64)

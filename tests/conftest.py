@@ -71,3 +71,12 @@ def smollm2():
 def gemma():
     """Gemma 3 270M as a TransformerBridge (fp32). Shared: do not mutate."""
     return _real("gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: more torch threads only add contention on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -24,13 +24,7 @@ from _task_helpers import ScriptedModel, merging_model
 NAMES = ["copy_last", "copy_first", "count_sum", "count_ones", "count_ones_zeros", "count_word"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from tl_glasses.tasks import scoring as S
 from tl_glasses.tasks.evaluate import prepare_item, tokenization_report
 from tl_glasses.tasks.generators import MODES, TASK_NAMES
 
+from _task_helpers import reference_scores
+
 pytestmark = pytest.mark.real
 
 
@@ -29,19 +31,6 @@ def test_every_task_is_one_token_per_item(named):
             assert (rep["n_items"] == rep["n"]).all()
 
 
-def _reference(hf, tokens, cands, mask):
-    out = []
-    L = tokens.shape[-1]
-    with torch.no_grad():
-        for c in cands:
-            lg = hf(torch.tensor([tokens.tolist() + list(c)])).logits[0].double()
-            lp = sum(float(torch.log_softmax(lg[L - 1 + d], -1)[c[d]]) for d in range(len(c)))
-            last = lg[L - 1 + len(c)]
-            lp += float(torch.logsumexp(last.masked_fill(mask, float("-inf")), -1) - torch.logsumexp(last, -1))
-            out.append(lp)
-    return torch.tensor(out, dtype=torch.float64)
-
-
 @pytest.mark.parametrize("name,task,n,top", [("smollm2-135m", "count_sum", 6, 12), ("gemma-3-270m", "copy_last", 20, None)])
 def test_teacher_forced_logprobs_equal_plain_transformers(name, task, n, top, request):
     model = request.getfixturevalue("smollm2" if name.startswith("smol") else "gemma")
@@ -54,7 +43,7 @@ def test_teacher_forced_logprobs_equal_plain_transformers(name, task, n, top, re
     ids, canonical = S.candidate_token_ids(model, tk.text, tk.tokens, [str(v) for v in vals])
     assert canonical
     ours = S.score_candidates(model, [tk.tokens], [ids])[0]
-    ref = _reference(hf, tk.tokens, ids, S.digit_continuation_mask(model.tokenizer, hf.config.vocab_size))
+    ref = reference_scores(hf, tk.tokens, ids, S.digit_continuation_mask(model.tokenizer, hf.config.vocab_size))
     assert torch.allclose(ours, ref, atol=1e-4, rtol=0), (ours - ref).abs().max()
     res = tg.evaluate(model, task, [n], progress=False, **opts)
     assert abs(res.df["logp_answer"].iloc[0] - float(ref[vals.index(it.answer)])) < 1e-4

@@ -10,31 +10,12 @@ from tl_glasses.models import tiny_hf_model
 from tl_glasses.tasks import scoring as S
 from tl_glasses.tasks.evaluate import prepare_item
 
+from _task_helpers import reference_scores
+
 KW = dict(n_layers=3, sliding_window=8)  # contexts are longer than the window: it matters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: threads only add contention on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def reference_scores(hf, tokens: torch.Tensor, cands: list[list[int]], mask: torch.Tensor) -> torch.Tensor:
-    """log P(candidate) + log P(no digit after it), from the plain transformers model,
-    one full forward per candidate, in float64 from its logits."""
-    out = []
-    L = tokens.shape[-1]
-    with torch.no_grad():
-        for c in cands:
-            lg = hf(torch.tensor([tokens.tolist() + list(c)])).logits[0].double()
-            lp = sum(float(torch.log_softmax(lg[L - 1 + d], -1)[c[d]]) for d in range(len(c)))
-            last = lg[L - 1 + len(c)]
-            lp += float(torch.logsumexp(last.masked_fill(mask, float("-inf")), -1) - torch.logsumexp(last, -1))
-            out.append(lp)
-    return torch.tensor(out, dtype=torch.float64)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3", "gpt2"])
