@@ -366,6 +366,9 @@ def test_bound_vs_sensitivity_and_copy_study_resume(tiny_gemma3, tmp_path):
     assert list(h.df["condition"]) == ["baseline", "hint", "alternating", "hint+alternating"]
     assert (h.df.loc[h.df.condition == "hint", "distance_to_last"].item()
             > h.df.loc[h.df.condition == "baseline", "distance_to_last"].item())
+    # a hint study has Spearman columns too: it must still plot and summarise as one
+    assert h.plot() is not None and h.summary() == "4 conditions"
+    assert torch.equal(h.values, torch.tensor(h.df["answer_share"].to_numpy(dtype=float)))
 
 
 def test_cli_paths_and_sensitivity(tmp_path, capsys):
@@ -381,5 +384,8 @@ def test_cli_paths_and_sensitivity(tmp_path, capsys):
     res = tg.Result.load(tmp_path / "s" / "result")
     assert res.values.shape == (2, 6) and (tmp_path / "s" / "sensitivity.png").exists()
     assert "U-shape" in capsys.readouterr().out
+    assert main(["sensitivity", "--model", "tiny:gemma3", "--copy", "6", "--study", "hints", "--method", "scalar",
+                 "--out", str(tmp_path / "h")]) == 0
+    assert (tmp_path / "h" / "hint_study.csv").exists() and (tmp_path / "h" / "hint_study.png").exists()
     assert main(["sensitivity", "--model", "tiny:llama", "--prompt", "12", "--wrt", "blocks.9.hook_resid_pre",
                  "--out", str(tmp_path / "x")]) == 2  # a GlassesError: message, exit code 2

@@ -62,6 +62,21 @@ def test_batched_probes_equal_one_at_a_time(tiny_gemma3):
     assert _rel(b.values, a.values) < 1e-6 and _rel(c.values, a.values) < 1e-6
 
 
+def test_cpu_jacobian_chunks_are_capped(tiny_llama, monkeypatch):
+    """On a CPU the exact Jacobian's default chunk is capped (large vmapped chunks are
+    slower per probe there); Hutchinson keeps the caller's memory budget."""
+    import tl_glasses.analysis.sensitivity as S
+
+    toks = tiny_llama.to_tokens(PROMPT)
+    per = S._per_probe_bytes(tiny_llama, toks.shape[1], 1, int(tiny_llama.cfg.d_model))
+    monkeypatch.setattr(S, "CPU_JACOBIAN_BUDGET", 3 * per)
+    capped = sensitivity(tiny_llama, toks)
+    assert capped.meta["chunk_size"] == 3
+    single = sensitivity(tiny_llama, toks, chunk_size=1)  # plain backward passes, no vmap
+    assert _rel(capped.values, single.values) < 1e-6
+    assert sensitivity(tiny_llama, toks, method="hutchinson", probes=8).meta["chunk_size"] == 8
+
+
 def test_per_layer_wrt_matches_single_calls(tiny_llama):
     toks = tiny_llama.to_tokens(PROMPT)
     allres = sensitivity(tiny_llama, toks, wrt="all")

@@ -177,11 +177,11 @@ class StudyResult(Result):
 
     @property
     def values(self) -> torch.Tensor:
-        col = "spearman" if "spearman" in self.df else "answer_share"
+        col = "answer_share" if "condition" in self.df else "spearman"
         return torch.tensor(self.df[col].to_numpy(dtype=float))
 
     def summary(self) -> str:
-        if "spearman" in self.df:
+        if "condition" not in self.df and "spearman" in self.df:
             parts = []
             for m, g in self.df.groupby("model"):
                 p = f"{m}: median Spearman {g['spearman'].median():.3f} (β=1)"
@@ -197,7 +197,8 @@ class StudyResult(Result):
         if ax is None:
             fig, ax = plt.subplots(figsize=(6, 3.2))
         df = self.df
-        if "spearman" in df:
+        is_copy = "condition" not in df and "spearman" in df
+        if is_copy:
             for (model, task), g in df.groupby(["model", "task"]):
                 ax.plot(g["n_items"], g["spearman"], "o-", ms=3, label=f"{model} {task} β=1")
                 if "spearman_auto" in g:
@@ -212,7 +213,7 @@ class StudyResult(Result):
             ax.set_xticks(range(len(df)))
             ax.set_xticklabels(labels, fontsize=6)
             ax.set_ylabel("sensitivity at the answer digit\n/ mean over the digits")
-        ax.legend(fontsize=6) if "spearman" in df else None
+        ax.legend(fontsize=6) if is_copy else None
         return ax.figure
 
 
