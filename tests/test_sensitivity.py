@@ -52,6 +52,34 @@ def test_jacobian_equals_transformers_jacobian_tiny(arch):
     assert torch.allclose(res.values_sq.sqrt().float(), res.values, rtol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_both_attention_kernels_equal_transformers_jacobian(arch, impl):
+    """The fused (sdpa) path that ``attn_impl="auto"`` picks and the bridge's eager
+    attention give the same exact Jacobian, each equal to transformers'."""
+    from tl_glasses.analysis._fused import fused_supported
+
+    model, hf = _tiny_pair(arch)
+    toks = model.to_tokens(PROMPT)
+    if impl == "sdpa" and not fused_supported(model):  # e.g. GPT-2's attention: eager only
+        assert sensitivity(model, toks, method="scalar").meta["attn_impl"] == "eager"
+        with pytest.raises(GlassesError, match="does not reproduce eager"):
+            sensitivity(model, toks, method="scalar", attn_impl="sdpa")
+        return
+    res = sensitivity(model, toks, method="jacobian", attn_impl=impl)
+    assert res.meta["attn_impl"] == impl
+    assert _rel(res.values, _hf_jacobian_norms(hf, toks)) < 1e-5
+
+
+def test_auto_kernel_is_fused_unless_a_hook_needs_patterns(tiny_llama):
+    toks = tiny_llama.to_tokens(PROMPT)
+    assert sensitivity(tiny_llama, toks, method="scalar").meta["attn_impl"] == "sdpa"
+    res = sensitivity(tiny_llama, toks, method="scalar", wrt="blocks.0.hook_attn_out")
+    assert res.meta["attn_impl"] == "eager"
+    with pytest.raises(GlassesError, match="sdpa"):
+        sensitivity(tiny_llama, toks, method="scalar", wrt="blocks.0.hook_attn_out", attn_impl="sdpa")
+
+
 def test_batched_probes_equal_one_at_a_time(tiny_gemma3):
     """DESIGN §4: batching the VJPs must not change the numbers."""
     toks = tiny_gemma3.to_tokens(PROMPT)
@@ -227,7 +255,9 @@ def test_jacobian_equals_transformers_jacobian_smollm2(smollm2, smollm2_exact):
     hf, _ = tg.models.load_hf("smollm2-135m")
     toks, res = smollm2_exact
     ref = _hf_jacobian_norms(hf, toks)
+    assert res.meta["attn_impl"] == "sdpa"
     assert _rel(res.values, ref) < 1e-5
+    assert _rel(sensitivity(smollm2, toks, attn_impl="eager").values, ref) < 1e-5
     assert all(p.grad is None for p in smollm2.parameters())
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
@@ -45,6 +46,8 @@ from .._core import (
     resid_name,
 )
 from ..errors import GlassesError, HookError, UnknownNameError
+from ._fused import fused_attention
+from ._probe import resolve_attn_impl
 from ..results import Result, register_result
 
 __all__ = ["sensitivity", "SensitivityResult", "METHODS", "u_shape", "token_strings"]
@@ -402,6 +405,7 @@ def sensitivity(
     chunk_size: int | None = None,
     memory_budget: float = 1.5e9,
     prepend_bos: bool | None = None,
+    attn_impl: str = "auto",
 ) -> SensitivityResult:
     """Sensitivity of the target (default: final normalised representation of the
     last token) to the activation at ``wrt`` at every position.
@@ -424,6 +428,10 @@ def sensitivity(
         seed: seeds the Hutchinson probes (a private generator; global RNG untouched).
         probe_dist: ``"gaussian"`` (default) or ``"rademacher"`` probes.
         chunk_size: probes per batched backward; default from ``memory_budget`` (bytes).
+        attn_impl: ``"auto"`` (default) runs the forward and the backward passes with
+            PyTorch's fused ``sdpa`` attention when neither ``wrt`` nor ``target`` is a hook
+            inside the attention re-implementation (patterns, scores) and the fused path
+            reproduces eager on this model; ``"eager"`` forces the bridge's own attention.
 
     Returns:
         :class:`SensitivityResult` (``.values`` [n] or [layers, n], ``.df``, ``.plot()``).
@@ -464,10 +472,18 @@ def sensitivity(
         fwd.append((target_name, graph.target_hook))
     keep_last = need_logits and tpos == n - 1 and _logits_to_keep_supported(model)
 
+    impl = resolve_attn_impl(model, attn_impl, wrt_names + [target_name])
+
     t0 = time.perf_counter()
     out: dict[str, torch.Tensor] = {}
     try:  # NaN/Inf: locate it after this block, once sensitivity's own hooks are gone
-        with torch.enable_grad(), hooks_context(model, fwd_hooks=fwd):
+        with ExitStack() as stack:
+            if impl == "sdpa":
+                # the graph keeps references to the fused modules' tensors; the switch is
+                # undone on exit, after the last backward pass
+                stack.enter_context(fused_attention(model))
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(hooks_context(model, fwd_hooks=fwd))
             logits = _forward(model, tokens, graph, keep_last_logits=keep_last)
             missing = [w for w in wrt_names if w not in graph.acts]
             if missing:
@@ -538,6 +554,7 @@ def sensitivity(
         metric=_describe_metric(metric) if method == "scalar" else None,
         chunk_size=int(out["chunk_size"]) if "chunk_size" in out else None,
         dtype=str(model_dtype(model)),
+        attn_impl=impl,
         seconds=round(elapsed, 4),
     )
     return SensitivityResult(df=_frame(model, tokens, wrt_names, tensors), meta=meta, tensors=tensors)

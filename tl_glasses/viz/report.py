@@ -41,7 +41,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # native bf16 matmuls are ~5x slower than fp32 on CPUs without bf16 units: the bf16
         # arm stops at 400 tokens here (the full profile runs it to 2048)
         collapse_lengths=[16, 64, 256, 1024], collapse_dtypes=["fp32", "bf16"], collapse_max_tokens={"bf16": 400},
-        global_lengths=[256, 768],
+        global_lengths=[256, 1024],
         copy_n=40, probes=16, prompts_for_spearman=4, patch_n=[16, 64], patch_lengths_attr=[16, 64],
         task_lengths=[5, 10, 20, 40], task_items=6, tasks=["copy_last", "copy_first", "count_ones", "count_sum"],
         theory="quick", attention_prompt_n=8,
