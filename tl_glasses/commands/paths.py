@@ -12,6 +12,16 @@ import argparse
 from .sensitivity import add_model_args, load, prompt_tokens
 
 
+def _beta(text: str):
+    """``--beta``: "auto" or a number (path_bound checks its range)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--beta takes a number or 'auto', not {text!r}") from None
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "paths",
@@ -22,7 +32,8 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--variant", choices=["bound", "rollout", "attention"], default="bound")
     p.add_argument("--heads", choices=["mean", "max", "none"], default="mean")
-    p.add_argument("--beta", default="1.0", help="a number, or 'auto' (per layer: median ‖resid‖/‖attn_out‖)")
+    p.add_argument("--beta", default="1.0", type=_beta,
+                   help="a number, or 'auto' (per layer: median ‖resid‖/‖attn_out‖)")
     p.add_argument("--compare", choices=["jacobian", "hutchinson", "scalar"], default=None,
                    help="also compute gradient sensitivity and the Spearman correlation with the bound")
     p.add_argument("--study", choices=["copy"], default=None,
@@ -68,7 +79,7 @@ def run(args) -> int:
         print(f"wrote {out}")
         return 0
     tokens, seq, label = prompt_tokens(model, args)
-    beta = args.beta if args.beta == "auto" else float(args.beta)
+    beta = args.beta
     res = path_bound(model, tokens, variant=args.variant, heads=args.heads, beta=beta)
     res.meta["prompt"] = label
     res.df.to_csv(out / "path_bound.csv", index=False)

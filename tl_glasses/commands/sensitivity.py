@@ -49,14 +49,9 @@ def add_model_args(p) -> None:
 
 
 def load(name: str, dtype):
-    from ..models import load_model, resolve_dtype, tiny_model
+    from ..models import load_model
 
-    dtype = resolve_dtype(dtype)
-    if name.startswith("tiny:"):
-        arch = name.split(":", 1)[1]
-        kw = {"n_layers": 3} if arch == "gemma3" else {}
-        return tiny_model(arch, seed=0, dtype=dtype, **kw)
-    return load_model(name, dtype=dtype)
+    return load_model(name, dtype=dtype)  # also "tiny:ARCH"
 
 
 def prompt_tokens(model, args):
