@@ -27,6 +27,8 @@ def calls(tmp):
         "depth_profile": lambda m: tg.depth_profile(m, P),
         "patch_exact": lambda m: tg.patch_pair(m, P, Q, sites=("resid_pre", "attn_out")),
         "patch_attribution": lambda m: tg.patch_pair(m, P, Q, method="attribution"),
+        "attribution_check": lambda m: tg.attribution_check(m, P, Q),
+        "bound_vs_sensitivity": lambda m: tg.bound_vs_sensitivity(m, P, method="scalar", beta="auto"),
         "evaluate_score": lambda m: tg.evaluate(m, "count_ones", [3], n_items=1, progress=False),
         "evaluate_generate": lambda m: tg.evaluate(m, "copy_last", [3], scoring="generate",
                                                    max_new_tokens=2, progress=False),
