@@ -78,6 +78,15 @@ def test_auto_kernel_is_fused_unless_a_hook_needs_patterns(tiny_llama):
     assert res.meta["attn_impl"] == "eager"
     with pytest.raises(GlassesError, match="sdpa"):
         sensitivity(tiny_llama, toks, method="scalar", wrt="blocks.0.hook_attn_out", attn_impl="sdpa")
+    # a pattern hook the user attached beforehand keeps the run on the eager path, where it fires
+    seen = []
+    tiny_llama.add_hook("blocks.1.attn.hook_pattern", lambda t, hook: seen.append(t.shape))
+    try:
+        assert sensitivity(tiny_llama, toks, method="scalar").meta["attn_impl"] == "eager"
+    finally:
+        tiny_llama.reset_hooks()
+    assert seen
+    assert sensitivity(tiny_llama, toks, method="scalar").meta["attn_impl"] == "sdpa"
 
 
 def test_batched_probes_equal_one_at_a_time(tiny_gemma3):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from jaxtyping import Float
 
-from .._core import FINAL, check_hooks, hooks_context, n_heads, n_layers, require_eval
+from .._core import FINAL, check_hooks, hook_snapshot, hooks_context, n_heads, n_layers, require_eval
 from ..errors import GlassesError, HookError
 from ._fused import fused_attention, fused_supported, needs_eager
 
@@ -149,10 +149,12 @@ class LastTokenProbe:
 
 
 def resolve_attn_impl(model, attn_impl: str, hook_names: Sequence[Any], *, eager_needed: bool = False) -> str:
-    """``"eager"`` or ``"sdpa"`` for a run with these hooks."""
+    """``"eager"`` or ``"sdpa"`` for a run with these hooks and those the user has
+    already attached to the model (``model.add_hook``): a user's hook on an attention
+    pattern keeps the run on the eager path, where it fires."""
     if attn_impl not in ("auto", "eager", "sdpa"):
         raise GlassesError(f"attn_impl must be 'auto', 'eager' or 'sdpa', not {attn_impl!r}")
-    must_eager = eager_needed or needs_eager(hook_names)
+    must_eager = eager_needed or needs_eager(list(hook_names) + list(hook_snapshot(model)))
     if attn_impl == "eager":
         return "eager"
     if attn_impl == "sdpa":
