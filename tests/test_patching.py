@@ -234,7 +234,12 @@ def _fd_check(m, metric, n_rows, fd, rel):
 
             return M(_final_last(m, ta, [(name, hook)]))
 
-        assert row.effect == pytest.approx(fd(run), rel=rel, abs=1e-9), (row.site, row.layer, p, head)
+        got = fd(run)
+        if isinstance(got, tuple):  # (estimate, absolute error bound measured with it)
+            est, bound = got
+            assert abs(row.effect - est) <= bound + 1e-12, (row.site, row.layer, p, head, row.effect, est, bound)
+        else:
+            assert row.effect == pytest.approx(got, rel=rel, abs=1e-9), (row.site, row.layer, p, head)
     # no gradient where nothing downstream reads the cell: z/attn_out/mlp_out of the last
     # layer at earlier positions never reach the last position
     last = res.df[(res.df.layer == m.cfg.n_layers - 1) & (res.df.site != "resid_pre")
@@ -252,17 +257,29 @@ def test_attribution_equals_first_order_term_float64(metric):
 
 
 def test_attribution_first_order_term_gemma3_architecture():
-    """Gemma 3's architecture in float64 still rounds its norms and softmax to float32,
-    so a small finite step drowns in that rounding: use a Richardson-extrapolated central
-    difference with a large step (truncation O(h^4)) and a looser tolerance."""
+    """Gemma 3's architecture in float64 still computes its RMS norms (``x.float()``),
+    rotary embeddings and softmax in float32, so the metric M is float64 arithmetic on
+    float32-rounded intermediates: a finite difference of M carries that rounding,
+    divided by the step. A fixed relative tolerance held on one machine and not on
+    another (4e-3 seen against 2e-3). So the tolerance is derived, per cell, from what
+    this machine measures: the rounding noise of M (its spread under input shifts a
+    million times smaller than the step, where the true change is below 1e-12) and
+    Richardson's own truncation estimate. The gradient side is exact up to float32
+    rounding of the same intermediates (relative ~1e-7)."""
     m = tg.tiny_model("gemma3", n_layers=3, dtype=torch.float64, sliding_window=4)
 
-    def richardson(run, h=2e-2):
+    def richardson_with_bound(run, h=2e-2):
         d1 = (run(h) - run(-h)) / (2 * h)
         d2 = (run(h / 2) - run(-h / 2)) / h
-        return (4 * d2 - d1) / 3
+        est = (4 * d2 - d1) / 3
+        m0 = run(0.0)
+        noise = max(abs(run(s * h * 1e-6) - m0) for s in (-3, -2, -1, 1, 2, 3))
+        noise = max(noise, np.finfo(np.float32).eps * abs(m0))  # at least one float32 rounding of M
+        # rounding: |4/3| * 2*noise/h (d2) + 1/3 * 2*noise/(2h) (d1); truncation: Richardson's estimate
+        bound = 2.0 * noise / h + abs(d2 - d1) / 3
+        return est, 3 * bound  # a 3x margin over the estimated error
 
-    _fd_check(m, "final_distance", 8, richardson, rel=2e-3)
+    _fd_check(m, "final_distance", 8, richardson_with_bound, rel=None)
 
 
 def test_attribution_correlates_with_exact(tiny_gemma3):

@@ -20,9 +20,31 @@ ARTIFACTS = Path(os.environ.get("TL_GLASSES_ARTIFACTS", Path(__file__).parent.pa
 def smoke_report(tmp_path_factory, gemma):
     import tl_glasses as tg
 
+    import warnings
+
     out = tmp_path_factory.mktemp("report")
-    path = tg.report(gemma, out, profile="smoke", progress=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        path = tg.report(gemma, out, profile="smoke", progress=False)
+    _WARNINGS[:] = [str(w.message) for w in seen]
     return out, path
+
+
+_WARNINGS: list[str] = []
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_report_checks_pass_no_fallback_and_tasks_equal_the_recompute(smoke_report, gemma):
+    """Issue 12: the report's self-checks pass on the embedded model, nothing falls back
+    to another path, and the task numbers it wrote equal the plain recompute."""
+    from test_doctor import _assert_task_rows_equal_recompute
+
+    out, _ = smoke_report
+    checks = pd.read_parquet(out / "raw/checks/checks/data.parquet")
+    assert len(checks) >= 8 and checks.ok.all(), checks[~checks.ok]
+    assert not [w for w in _WARNINGS if "does not reproduce" in w or "fast path" in w], _WARNINGS
+    _assert_task_rows_equal_recompute(gemma, out)
 
 
 @pytest.mark.real

@@ -148,27 +148,3 @@ def test_digit_mask():
     vocab = model.tokenizer.get_vocab()
     assert mask.sum() == 10 and all(mask[vocab[str(d)]] for d in range(10))
     assert not mask[vocab["a"]] and not mask[vocab[" "]]
-
-
-def test_auto_checks_the_tree_once_and_falls_back(monkeypatch):
-    """If the tree forward does not reproduce the cache method (here: a broken mask that
-    lets every token see every other), 'auto' warns and uses the cache method."""
-    model = tg.tiny_model("llama", seed=3)
-    _, tks, ids = _contexts(model, ns=(4,), max_candidate=12)
-    good = S.score_candidates(model, [tks[0].tokens], ids, method="cache")[0]
-    real = S._tree_masks
-
-    def broken(L, order, index, dtype, device, window):
-        pos, full, sliding = real(L, order, index, dtype, device, window)
-        return pos, torch.zeros_like(full), sliding
-
-    monkeypatch.setattr(S, "_tree_masks", broken)
-    with pytest.warns(UserWarning, match="tree scoring does not reproduce"):
-        got = S.score_candidates(model, [tks[0].tokens], ids)[0]
-    assert torch.allclose(got, good, atol=1e-6)
-    assert S._TREE_OK[model] is False
-    # a healthy model is verified once and then uses the tree
-    monkeypatch.setattr(S, "_tree_masks", real)
-    other = tg.tiny_model("llama", seed=4)
-    S.score_candidates(other, [tks[0].tokens], ids)
-    assert S._TREE_OK[other] is True

@@ -9,7 +9,7 @@ import sys
 from .errors import GlassesError
 
 # subcommand -> module (imported only to build the parser; heavy imports happen in func)
-COMMANDS = ["models", "collapse", "sensitivity", "paths", "tasks", "theory", "patch", "report"]
+COMMANDS = ["doctor", "models", "collapse", "sensitivity", "paths", "tasks", "theory", "patch", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,7 @@ __all__ = [
     "final_norm_scaled",
     "hook_map",
     "forward_accepts",
+    "kv_cache_plumbing",
 ]
 
 #: the attributes tl_glasses' analysers rely on (TransformerLens' model Protocol
@@ -217,3 +218,69 @@ def hook_map(model: Any) -> dict[str, str]:
         "pattern": "blocks.{l}.attn.hook_pattern",
         "z": "blocks.{l}.attn.hook_z",
     }
+
+
+# --- key/value caches across transformers versions -------------------------------------
+def _cache_kwarg_to_past(module, args, kwargs):
+    """Forward pre-hook on a bridge attention module: transformers >= 5.24 hands the
+    decoder layer's key/value cache to attention as ``cache=``; TransformerLens 4.3's
+    attention bridges read only ``past_key_values`` (or ``layer_past``) and would
+    otherwise run without it (every cached step then attends to itself alone)."""
+    if "cache" in kwargs and kwargs.get("past_key_values") is None:
+        kwargs = dict(kwargs)
+        kwargs["past_key_values"] = kwargs.pop("cache")
+        return args, kwargs
+    return None
+
+
+def _bridge_attention_modules(model: Any) -> list[Any]:
+    out = []
+    for block in getattr(model, "blocks", None) or []:
+        attn = getattr(block, "attn", None)
+        if attn is not None and hasattr(attn, "_update_kv_cache"):
+            out.append(attn)
+    return out
+
+
+class kv_cache_plumbing:
+    """Context manager: within the block, a TransformerBridge's attention modules see
+    the key/value cache whichever keyword the installed transformers passes it under
+    (``past_key_values`` up to 5.23, ``cache`` from 5.24). A no-op on other models and
+    on transformers versions that still pass ``past_key_values``. The pre-hooks it adds
+    are removed on every exit path.
+
+    Callers that run a forward with ``past_key_values=`` or ``use_cache=True`` on a
+    bridge wrap it in this block; every cached path in tl_glasses is still checked
+    against a full recompute before its numbers are used.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.handles: list[Any] = []
+        self._warnings: Any = None
+
+    def __enter__(self):
+        import warnings
+
+        # the bridge passes the cache on as ``past_key_values``, which transformers
+        # >= 5.24 renames itself (with a FutureWarning per call)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=r".*`past_key_values` is deprecated", category=FutureWarning)
+        if is_bridge(self.model):
+            try:
+                for attn in _bridge_attention_modules(self.model):
+                    self.handles.append(attn.register_forward_pre_hook(_cache_kwarg_to_past, with_kwargs=True))
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        if self._warnings is not None:
+            self._warnings.__exit__(None, None, None)
+            self._warnings = None
+        return False

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import warnings
-import weakref
 from contextlib import contextmanager
 from typing import Any, Iterable
 
@@ -112,31 +111,31 @@ def fused_attention(model, implementation: str = "sdpa"):
             c._attn_implementation = v
 
 
-_CHECKED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
-
-
 def fused_supported(model) -> bool:
-    """Whether the fused path works on this model and reproduces the eager path
-    (checked once per model on a short input; a mismatch falls back to eager with a
+    """Whether the fused path works on this model and reproduces the eager path, the
+    definition (checked once per model on a short input through
+    :func:`tl_glasses._fastpath.choose`; a mismatch falls back to eager with a
     warning, never to wrong numbers)."""
-    try:
-        return _CHECKED[model]
-    except (KeyError, TypeError):
-        pass
-    ok = _check(model)
-    try:
-        _CHECKED[model] = ok
-    except TypeError:
-        pass
-    return ok
+    from .._fastpath import NotApplicable, choose
+
+    def check():
+        run = _runs(model)
+        if run is None:
+            raise NotApplicable
+        return run()
+
+    return choose(model, "attention", "all", [("sdpa", check), ("eager", None)],
+                  reference="the bridge's eager attention") == "sdpa"
 
 
-def _check(model) -> bool:
+def _runs(model):
+    """A check of the fused path against eager, or None where the fused path does not
+    apply (no bridged transformers attention, or ``hook_z`` does not fire there)."""
     if _attn_modules(model) is None:
-        return False
+        return None
     vocab = int(getattr(model.cfg, "d_vocab", 0) or 0)
     if vocab <= 0:
-        return False
+        return None
     hc = getattr(getattr(model, "original_model", None), "config", None)
     window = getattr(hc, "sliding_window", None)
     n = 2 * int(window) + 4 if window and int(window) < 48 else 24  # exercise a native window
@@ -154,22 +153,21 @@ def _check(model) -> bool:
         with torch.no_grad():
             with model.hooks(fwd_hooks=[(FINAL, grab), (last, grab)]):
                 model(toks, return_type=None)
-                ref, zref = out.pop(FINAL), out.pop("z")
+                ref = out.pop(FINAL)
+                out.pop("z", None)
                 with fused_attention(model):
                     model(toks, return_type=None)
                 got, zgot = out.pop(FINAL, None), out.pop("z", None)
     except Exception as exc:  # noqa: BLE001 - any failure means: use eager
         warnings.warn(f"tl_glasses: fused attention unavailable on this model ({exc}); using eager", stacklevel=3)
-        return False
+        return None
     if got is None or zgot is None:  # e.g. GPT-2's joint-QKV bridge: hook_z does not fire
-        return False
+        return None
     dt = model_dtype(model)
     tol = 1e-4 if dt in (torch.float32, torch.float64) else 0.1
-    rel = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
-    if not rel <= tol:
-        warnings.warn(
-            f"tl_glasses: fused attention disagrees with eager on this model (relative {rel:.2g}); "
-            f"using eager", stacklevel=3,
-        )
-        return False
-    return True
+
+    def check() -> tuple[float, float, str]:
+        rel = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+        return rel, tol, f"relative L2 difference of the final representation, {n} tokens"
+
+    return check

@@ -422,7 +422,7 @@ def evaluate(
                                method=method)
         else:
             new = _generate_chunk(model, chunk, chat=chat, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, kv_cache=method != "recompute")
+                                  batch_size=batch_size, kv_cache={"recompute": False, "cache": True}.get(method, "auto"))
         for it, r in zip(chunk, new):
             row = {**common, "n": it.n, "item": it.index, "prompt": it.prompt, "answer": it.answer, **r}
             if store is not None:

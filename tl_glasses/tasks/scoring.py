@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import torch
 
 from .._core import model_device
+from ..compat import kv_cache_plumbing
 from ..errors import GlassesError
 from . import parsing
 
@@ -50,6 +51,10 @@ __all__ = [
     "score_candidates",
     "METHODS",
     "generate_greedy",
+    "score_definition",
+    "decode_definition",
+    "scoring_checks",
+    "generation_checks",
     "answer_complete",
     "end_token_ids",
 ]
@@ -265,59 +270,151 @@ def score_candidates(
     for cands in candidate_ids:
         if not len(cands) or any(not len(c) for c in cands):
             raise GlassesError("every context needs at least one candidate, and every candidate a token")
-    if method in ("auto", "tree"):
-        kind = _tree_mask_kind(model)
-        if kind is None and method == "tree":
-            raise GlassesError(
-                "method='tree' needs a transformers-backed model with full (and optionally "
-                "sliding-window) attention layers and eager/sdpa attention; use method='cache'"
-            )
-        if kind is not None and method == "auto" and not _tree_verified(model, contexts[0], candidate_ids[0], kind):
-            kind = None
-        if kind is not None:
-            return _score_tree(model, contexts, candidate_ids, kind, terminate=terminate, batch_size=batch_size)
-    return _score_cached(model, contexts, candidate_ids, terminate=terminate, batch_size=batch_size,
-                         use_cache=method != "recompute", require_cache=method == "cache",
-                         max_cache_bytes=max_cache_bytes)
+    if method == "recompute":
+        return _score_cached(model, contexts, candidate_ids, terminate=terminate, batch_size=batch_size,
+                             use_cache=False, require_cache=False, max_cache_bytes=max_cache_bytes)
+    kind = _tree_mask_kind(model)
+    if method == "tree" and kind is None:
+        raise GlassesError(
+            "method='tree' needs a transformers-backed model with full (and optionally "
+            "sliding-window) attention layers and eager/sdpa attention; use method='cache'"
+        )
+    out: list[torch.Tensor | None] = [None] * len(contexts)
+    for regime, idxs in _regimes(model, contexts, candidate_ids).items():
+        use = _verified_method(model, method, kind, regime, [contexts[i] for i in idxs],
+                               [candidate_ids[i] for i in idxs], max_cache_bytes)
+        sub_ctx = [contexts[i] for i in idxs]
+        sub_cands = [candidate_ids[i] for i in idxs]
+        if use == "tree":
+            got = _score_tree(model, sub_ctx, sub_cands, kind, terminate=terminate, batch_size=batch_size)
+        else:
+            got = _score_cached(model, sub_ctx, sub_cands, terminate=terminate, batch_size=batch_size,
+                                use_cache=use == "cache", require_cache=use == "cache",
+                                max_cache_bytes=max_cache_bytes)
+        for i, g in zip(idxs, got):
+            out[i] = g
+    return out  # type: ignore[return-value]
 
 
-_TREE_OK: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def _regimes(model, contexts, candidate_ids) -> dict[str, list[int]]:
+    """Contexts grouped by whether context + candidate fits in the model's sliding
+    window (a fast path can be right inside the window and wrong beyond it)."""
+    window = getattr(_hf_config(model), "sliding_window", None)
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, (c, cands) in enumerate(zip(contexts, candidate_ids)):
+        span = int(c.shape[-1]) + max(len(x) for x in cands)
+        out["beyond window" if window and span > int(window) else "all"].append(i)
+    return dict(out)
 
 
-def _tree_verified(model, context, cands, kind) -> bool:
-    """Once per model: the tree method must reproduce the key/value-cache method on a
-    few candidates of the first context (an architecture that ignored the 4-D mask or
-    the position ids would otherwise give wrong numbers silently). If not, 'auto'
-    falls back to the cache method, with a warning."""
+def _tolerance(model) -> float:
+    from .._core import model_dtype
+
+    return 2e-4 if model_dtype(model) in (torch.float32, torch.float64) else 0.15
+
+
+def _probe_candidates(cands):
+    longest = max(range(len(cands)), key=lambda j: len(cands[j]))
+    return [cands[j] for j in dict.fromkeys([0, longest, len(cands) // 2, len(cands) - 1])]
+
+
+def scoring_checks(model, context: torch.Tensor, candidates: Sequence[Sequence[int]], *,
+                   max_cache_bytes: int = 512 * 2**20) -> dict[str, Callable[[], tuple[float, float, str]]]:
+    """One check per fast scoring path this model supports (``"tree"``, ``"cache"``):
+    each scores ``candidates`` after ``context`` and returns ``(max absolute difference
+    from score_definition, tolerance, detail)``. Used by ``score_candidates`` (through
+    :func:`tl_glasses._fastpath.choose`) and by ``tl-glasses doctor``."""
+    ref_box: list[torch.Tensor] = []
+
+    def reference() -> torch.Tensor:
+        if not ref_box:
+            ref_box.append(score_definition(model, context, candidates, terminate=True))
+        return ref_box[0]
+
+    def check(fast) -> Callable[[], tuple[float, float, str]]:
+        def run():
+            got = fast()
+            diff = float((got - reference()).abs().max())
+            return diff, _tolerance(model), f"{len(candidates)} candidates after {int(context.shape[-1])} tokens"
+        return run
+
+    out: dict[str, Callable[[], tuple[float, float, str]]] = {}
+    kind = _tree_mask_kind(model)
+    if kind is not None:
+        out["tree"] = check(lambda: _score_tree(model, [context], [candidates], kind, terminate=True,
+                                                batch_size=1)[0])
+    if _offers_cache(model):
+        out["cache"] = check(lambda: _score_cached(model, [context], [candidates], terminate=True, batch_size=1,
+                                                   use_cache=True, require_cache=True,
+                                                   max_cache_bytes=max_cache_bytes)[0])
+    return out
+
+
+def _verified_method(model, method, kind, regime, contexts, candidate_ids, max_cache_bytes) -> str:
+    """The fast path to use for these contexts: checked once per model and regime
+    against :func:`score_definition` on the shortest context's probe candidates (first,
+    longest, middle, last): the tree when the model takes it and it agrees, else the
+    key/value cache when it agrees; a disagreeing explicit ``method`` raises."""
+    from .._fastpath import choose
+
+    j = min(range(len(contexts)), key=lambda i: int(contexts[i].shape[-1]))
+    checks = scoring_checks(model, contexts[j], _probe_candidates(candidate_ids[j]),
+                            max_cache_bytes=max_cache_bytes)
+    if method == "cache" and "cache" not in checks:
+        raise GlassesError("method='cache', but this model returned no key/value cache")
+    order = {"auto": ["tree", "cache"], "tree": ["tree"], "cache": ["cache"]}[method]
+    cands = [(name, checks[name]) for name in order if name in checks]
+    return choose(model, f"scoring ({method})" if method != "auto" else "scoring", regime, cands,
+                  reference="the plain recompute (one full forward per candidate)", fallback="recompute")
+
+
+_HAS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _offers_cache(model) -> bool:
+    """Whether a forward with ``return_type='logits_and_cache'`` gives a usable cache."""
     try:
-        known = _TREE_OK.get(model)
+        known = _HAS_CACHE.get(model)
     except TypeError:
         known = None
     if known is not None:
         return known
-    from .._core import model_dtype
-
-    longest = max(range(len(cands)), key=lambda j: len(cands[j]))
-    probe = [cands[j] for j in dict.fromkeys([0, longest, len(cands) - 1])]
+    toks = torch.tensor([[0, 1]], dtype=torch.long, device=model_device(model))
     try:
-        a = _score_tree(model, [context], [probe], kind, terminate=True, batch_size=1)[0]
-        b = _score_cached(model, [context], [probe], terminate=True, batch_size=1, use_cache=True,
-                          require_cache=False, max_cache_bytes=512 * 2**20)[0]
-        tol = 1e-3 if model_dtype(model) == torch.float32 else 0.15
-        ok = bool(torch.allclose(a, b, atol=tol, rtol=0))
-        why = f"max difference {float((a - b).abs().max()):.3g}"
-    except Exception as exc:  # noqa: BLE001 - any failure means: do not use the tree here
-        ok, why = False, f"{type(exc).__name__}: {exc}"
-    if not ok:
-        import warnings
-
-        warnings.warn(f"tree scoring does not reproduce the key/value-cache method on this model ({why}); "
-                      f"using method='cache'", stacklevel=3)
+        with torch.no_grad(), kv_cache_plumbing(model):
+            ok = _forward_with_cache(model, toks)[1] is not None
+    except Exception:  # noqa: BLE001 - no cache, then
+        ok = False
     try:
-        _TREE_OK[model] = ok
+        _HAS_CACHE[model] = ok
     except TypeError:
         pass
     return ok
+
+
+def score_definition(model, context: torch.Tensor, candidates: Sequence[Sequence[int]], *,
+                     terminate: bool = True) -> torch.Tensor:
+    """The definition every scoring path is checked against: for each candidate ONE
+    full forward of context + candidate (batch of one, no cache, no mask), the log
+    probability of each candidate token from the logits at the position before it,
+    plus (``terminate``) log P(no digit continues) after the last token. float64."""
+    dev = model_device(model)
+    ctx = context.reshape(-1).to(dev)
+    mask = None
+    out = torch.empty(len(candidates), dtype=torch.float64)
+    with torch.no_grad():
+        for j, c in enumerate(candidates):
+            ct = torch.tensor(list(c), dtype=torch.long, device=dev)
+            toks = torch.cat([ctx, ct])[None]
+            lg = _logits(model, toks, len(c) + 1)[0].double()  # positions L-1 .. L+k-1
+            lsm = torch.log_softmax(lg, -1)
+            lp = lsm[torch.arange(len(c), device=dev), ct].sum()
+            if terminate:
+                if mask is None:
+                    mask = digit_continuation_mask(model.tokenizer, lg.shape[-1]).to(dev)
+                lp = lp + _end_logprob(lg[-1:], mask)[0]
+            out[j] = float(lp)
+    return out
 
 
 def _hf_config(model):
@@ -460,7 +557,7 @@ def _score_cached(model, contexts, candidate_ids, *, terminate, batch_size, use_
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(contexts):
         by_len[int(c.shape[-1])].append(i)
-    with torch.no_grad():
+    with torch.no_grad(), kv_cache_plumbing(model):
         for _, idxs in sorted(by_len.items()):
             for s in range(0, len(idxs), max(1, batch_size)):
                 chunk = idxs[s: s + max(1, batch_size)]
@@ -576,9 +673,18 @@ def generate_greedy(
 
     Prompts of the same token length are decoded together (no padding); a row stops at
     an end token (:func:`end_token_ids`), when ``stop(text)`` is true, or at the bound.
+
+    ``kv_cache``: ``"auto"`` decodes with the key/value cache when the model offers one
+    and it reproduces the definition, else by recomputing the whole sequence every
+    step; ``True`` / ``False`` ask for one of the two. Either fast path (the cache,
+    and batching rows) is checked once per model against :func:`decode_definition`
+    (one prompt at a time, one full forward per step) before it is used; a path that
+    disagrees is never used, and when none agrees a ``FastPathError`` says so.
     """
     if max_new_tokens < 1:
         raise GlassesError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
+    if kv_cache not in ("auto", True, False):
+        raise GlassesError(f"kv_cache is 'auto', True or False; got {kv_cache!r}")
     dev = model_device(model)
     tok = model.tokenizer
     ends = end_token_ids(model)
@@ -586,49 +692,155 @@ def generate_greedy(
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_len[int(p.shape[-1])].append(i)
+    if not prompts:
+        return []
+    use_cache = _generation_method(model, prompts, kv_cache, batch_size, max_new_tokens) == "cache"
     with torch.no_grad():
         for _, idxs in sorted(by_len.items()):
             for s in range(0, len(idxs), max(1, batch_size)):
                 chunk = idxs[s: s + max(1, batch_size)]
                 toks = torch.stack([prompts[i].reshape(-1) for i in chunk]).to(dev)
-                for i, g in zip(chunk, _decode(model, toks, tok, ends, max_new_tokens, stop, kv_cache)):
+                for i, g in zip(chunk, _decode(model, toks, tok, ends, max_new_tokens, stop, use_cache)):
                     out[i] = g
     return out  # type: ignore[return-value]
 
 
-def _decode(model, toks, tok, ends, max_new_tokens, stop, kv_cache) -> list[Generation]:
+def _generation_probe(model, prompts, max_new_tokens):
+    """(regime, probe prompts, tokens to decode) for checking generation on these prompts."""
+    window = getattr(_hf_config(model), "sliding_window", None)
+    longest = max(int(p.shape[-1]) for p in prompts)
+    regime = "beyond window" if window and longest + max_new_tokens > int(window) else "all"
+    if regime == "beyond window":
+        group = [p for p in prompts if int(p.shape[-1]) + max_new_tokens > int(window)]
+        L = min(int(p.shape[-1]) for p in group)
+        k = min(max_new_tokens, max(8, int(window) - L + 4))
+    else:
+        group = list(prompts)
+        L = min(int(p.shape[-1]) for p in group)
+        k = min(max_new_tokens, 8)
+    rows = [p.reshape(-1) for p in group if int(p.shape[-1]) == L][:2]
+    if len(rows) == 1:
+        rows = rows * 2
+    return regime, torch.stack(rows).to(model_device(model)), k
+
+
+def generation_checks(model, prompts: Sequence[torch.Tensor], *, max_new_tokens: int = 8
+                      ) -> dict[str, Callable[[], tuple[float, float, str]]]:
+    """One check per fast generation path (``"cache"`` when the model offers one, and
+    ``"recompute"``: rows decoded together without a cache): two rows of the shortest
+    prompt length decode together (the second stops halfway, so dropping a finished row
+    from the batch and its cache is exercised) and every step's logits are compared with
+    :func:`decode_definition` of the tokens produced."""
+    _, probe, k = _generation_probe(model, prompts, max_new_tokens)
+    limits = [k, max(1, k // 2)]
+    tok, ends = model.tokenizer, end_token_ids(model)
+
+    def check(use_cache: bool):
+        def run():
+            record: list[list[torch.Tensor]] = [[] for _ in range(probe.shape[0])]
+            with torch.no_grad():
+                gens = _decode(model, probe, tok, ends, k, None, use_cache, record=record, row_limits=limits)
+            return _compare_with_definition(model, probe, gens, record)
+        return run
+
+    out = {}
+    if _offers_cache(model):
+        out["cache"] = check(True)
+    out["recompute"] = check(False)
+    return out
+
+
+def _generation_method(model, prompts, kv_cache, batch_size, max_new_tokens) -> str:
+    """'cache' or 'recompute', the first (in that order) that reproduces the definition."""
+    from .._fastpath import choose
+
+    regime = _generation_probe(model, prompts, max_new_tokens)[0]
+    if kv_cache is False and batch_size <= 1:
+        return "recompute"  # one prompt at a time without a cache: the definition itself
+    checks = generation_checks(model, prompts, max_new_tokens=max_new_tokens)
+    if kv_cache is True and "cache" not in checks:
+        raise GlassesError("kv_cache=True, but this model returned no key/value cache")
+    order = {"auto": ["cache", "recompute"], True: ["cache"], False: ["recompute"]}[kv_cache]
+    return choose(model, "generation", regime, [(n, checks[n]) for n in order if n in checks],
+                  reference="one prompt at a time, one full forward per step", fallback="recompute")
+
+
+def decode_definition(model, prompt: torch.Tensor, new_tokens: Sequence[int]) -> torch.Tensor:
+    """The logits greedy decoding must have seen: ONE full forward of prompt + the new
+    tokens (batch of one, no cache); row ``t`` is the distribution of new token ``t``.
+    ``[len(new_tokens), vocab]`` float64."""
+    dev = model_device(model)
+    toks = torch.cat([prompt.reshape(-1).to(dev), torch.tensor(list(new_tokens), dtype=torch.long, device=dev)])
+    with torch.no_grad():
+        lg = _logits(model, toks[None], len(new_tokens) + 1)[0]
+    return lg[: len(new_tokens)].double()
+
+
+def _compare_with_definition(model, probe, gens, record) -> tuple[float, float, str]:
+    from .._core import model_dtype
+
+    rel = 1e-4 if model_dtype(model) in (torch.float32, torch.float64) else 0.06
+    pairs = []
+    for r, g in enumerate(gens):
+        steps = record[r][: len(g.token_ids)]
+        if steps:
+            pairs.append((torch.stack(steps), decode_definition(model, probe[r], g.token_ids[: len(steps)]),
+                          torch.tensor(g.token_ids[: len(steps)])))
+    if not pairs:
+        raise GlassesError("the generation probe produced no tokens")
+    tol = rel * max(1.0, max(float(ref.abs().max()) for _, ref, _ in pairs))
+    diff = 0.0
+    for got, ref, ids in pairs:
+        diff = max(diff, float((got - ref).abs().max()))
+        # the token chosen must be the definition's argmax (up to the tolerance)
+        picked = ref[torch.arange(len(ids)), ids]
+        if bool((picked < ref.max(-1).values - tol).any()):
+            diff = float("inf")
+    return diff, tol, f"{len(gens)} rows decoded together after a {probe.shape[-1]}-token prompt"
+
+
+def _decode(model, toks, tok, ends, max_new_tokens, stop, use_cache, *, record=None,
+            row_limits=None) -> list[Generation]:
     B = toks.shape[0]
     new: list[list[int]] = [[] for _ in range(B)]
     reason = ["max_new_tokens"] * B
     active = list(range(B))  # rows of the original batch still decoding
-    if kv_cache is False:
-        logits, cache = _logits(model, toks, 1), None
-    else:
-        logits, cache = _forward_with_cache(model, toks)
-    seqs = toks
-    for step in range(max_new_tokens):
-        nxt = logits[:, -1].argmax(-1)  # [len(active)]
-        keep = []
-        for r, b in enumerate(active):
-            t = int(nxt[r])
-            if t in ends:
-                reason[b] = "eos"
-                continue
-            new[b].append(t)
-            if stop is not None and stop(tok.decode(new[b], skip_special_tokens=True)):
-                reason[b] = "answer"
-                continue
-            keep.append(r)
-        if not keep or step == max_new_tokens - 1:
-            break
-        keep_t = torch.tensor(keep, dtype=torch.long, device=toks.device)
-        active = [active[r] for r in keep]
-        step_toks = nxt[keep_t][:, None]
-        if cache is not None:
-            if len(keep) != logits.shape[0]:
-                cache.batch_select_indices(keep_t)
-            logits, cache = model(step_toks, past_key_values=cache, return_type="logits_and_cache")
+    with kv_cache_plumbing(model):
+        if not use_cache:
+            logits, cache = _logits(model, toks, 1), None
         else:
-            seqs = torch.cat([seqs[keep_t], step_toks], dim=1)
-            logits = _logits(model, seqs, 1)
+            logits, cache = _forward_with_cache(model, toks)
+            if cache is None:
+                raise GlassesError("kv_cache=True, but this model returned no key/value cache")
+        seqs = toks
+        for step in range(max_new_tokens):
+            last = logits[:, -1]
+            nxt = last.argmax(-1)  # [len(active)]
+            keep = []
+            for r, b in enumerate(active):
+                if record is not None:
+                    record[b].append(last[r].double().cpu())
+                t = int(nxt[r])
+                if t in ends:
+                    reason[b] = "eos"
+                    continue
+                new[b].append(t)
+                if stop is not None and stop(tok.decode(new[b], skip_special_tokens=True)):
+                    reason[b] = "answer"
+                    continue
+                if row_limits is not None and len(new[b]) >= row_limits[b]:
+                    continue
+                keep.append(r)
+            if not keep or step == max_new_tokens - 1:
+                break
+            keep_t = torch.tensor(keep, dtype=torch.long, device=toks.device)
+            active = [active[r] for r in keep]
+            step_toks = nxt[keep_t][:, None]
+            if cache is not None:
+                if len(keep) != logits.shape[0]:
+                    cache.batch_select_indices(keep_t)
+                logits, cache = model(step_toks, past_key_values=cache, return_type="logits_and_cache")
+            else:
+                seqs = torch.cat([seqs[keep_t], step_toks], dim=1)
+                logits = _logits(model, seqs, 1)
     return [Generation(tok.decode(new[b], skip_special_tokens=True), new[b], reason[b]) for b in range(B)]

@@ -134,6 +134,47 @@ def _copy_prompt(n: int, hint: bool = False) -> str:
 
 # ---------------------------------------------------------------------------------
 # steps
+def step_checks(ctx: Context) -> StepOutput:
+    """The self-checks of ``tl-glasses doctor`` on the report's own model, run every time
+    (they check this installation, not a saved result). A failed logits check stops the
+    report; a fast path that failed is excluded for the rest of the run (the analysers
+    then use one that agrees with its definition, or stop with a FastPathError)."""
+    from .. import _fastpath
+    from ..doctor import model_checks
+    from ..errors import GlassesError
+    from ..models import EMBEDDED, load_hf
+
+    hf = None
+    if ctx.model_name.lower() in EMBEDDED:
+        from .._core import model_dtype
+
+        hf = load_hf(ctx.model_name, dtype=model_dtype(ctx.model))[0]
+    lines = model_checks(ctx.model, label=ctx.model_name, hf=hf)
+    del hf
+    d = ctx.raw("checks")
+    d.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame([ln.as_dict() for ln in lines])
+    Result(df=df, meta={"what": "self-checks", "versions": _fastpath.versions()}).save(d / "checks")
+    o = StepOutput()
+    o.text.append("Before any number is computed, every fast path this run may use is compared with its exact "
+                  "definition on this model (the checks of <code>tl-glasses doctor</code>); a path that fails is "
+                  "not used.")
+    o.tables.append((Result.load(d / "checks").df, "Self-checks on this model", "raw/checks/checks/data.parquet"))
+    bad = [ln for ln in lines if not ln.ok]
+    for ln in bad:
+        if ln.check.startswith("logits"):
+            raise GlassesError(f"report refused: {ln.render()}. This installation does not reproduce plain "
+                               f"transformers on {ctx.model_name}; run `tl-glasses doctor` and reinstall with "
+                               f"bash scripts/setup.sh")
+        kind, path = ln.check.split(" ")[0], ln.check.split(" ")[1]
+        if kind == "fused":
+            kind, path = "attention", "sdpa"
+        _fastpath.exclude(ctx.model, kind, path)
+        o.warnings.append(f"{ln.render()}: this path is not used in this report")
+    o.commands.append(f"tl-glasses doctor --model {ctx.model_name}")
+    return o
+
+
 def step_collapse(ctx: Context) -> StepOutput:
     from ..analysis.collapse import CollapseResult, collapse_sweep
     from ..interventions import separators
@@ -400,6 +441,7 @@ def step_attention(ctx: Context) -> StepOutput:
 
 
 STEPS: list[tuple[str, str, Callable[[Context], StepOutput | None]]] = [
+    ("checks", "Self-checks: every fast path against its definition", step_checks),
     ("collapse", "Representational collapse (Sec. 4, Fig. 5)", step_collapse),
     ("global", "Native local vs all-global attention (App. C.6)", step_global),
     ("oversquashing", "Over-squashing: sensitivity and the path bound (Sec. 5)", step_oversquashing),
