@@ -12,7 +12,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
     || echo "warning: could not install chromium; the browser test will be skipped"
 fi
-. .venv/bin/activate
+. "${TL_GLASSES_VENV:-.venv}/bin/activate"
 rc=0
 python -m pytest -q -p no:cacheprovider "$@" || rc=$?
 if [ "$rc" = 5 ]; then echo "no tests were collected: failing"; exit 1; fi
