@@ -21,7 +21,7 @@ log=$(mktemp -t latest-XXXXXX.log)
 trap 'rm -f "$log"' EXIT
 TESTS=(tests/test_tasks_scoring.py tests/test_fastpaths.py tests/test_doctor.py tests/test_models.py
        tests/test_collapse.py tests/test_sensitivity.py tests/test_paths.py tests/test_patching.py
-       tests/test_tasks_real.py)
+       tests/test_tasks_real.py tests/test_qwen.py)
 
 block() {  # status line...
   echo

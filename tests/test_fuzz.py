@@ -36,7 +36,7 @@ def _clean(f, *a, **k):
 @given(name=text)
 def test_load_model_names(name):
     os.environ["HF_HUB_OFFLINE"] = "1"
-    if name.strip() in tg.list_models() or name.strip().startswith(("tiny", "gemma", "smollm")):
+    if name.strip().lower() in set(tg.list_models()["name"]) or name.strip().lower().startswith(("tiny", "gemma", "smollm", "qwen")):
         return  # real loads are not fuzzed
     with pytest.raises(GlassesError):
         tg.load_model(name)

