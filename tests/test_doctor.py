@@ -12,6 +12,8 @@ from tl_glasses import _fastpath
 from tl_glasses.cli import main
 from tl_glasses.tasks import scoring as S
 
+from test_fastpaths import _break_cache, _break_tree
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -35,16 +37,7 @@ def test_doctor_passes_and_names_the_versions(capsys, tmp_path):
 
 
 def test_doctor_fails_when_a_fast_path_is_wrong(capsys, monkeypatch):
-    real = S._cache_rows
-
-    def empty(cache, rows):  # the candidates run without their context
-        new = real(cache, rows)
-        for layer in new.layers:
-            layer.keys = layer.keys[..., :0, :]
-            layer.values = layer.values[..., :0, :]
-        return new
-
-    monkeypatch.setattr(S, "_cache_rows", empty)
+    _break_cache(monkeypatch)
     rc = main(["doctor"])
     out = capsys.readouterr().out
     assert rc == 1
@@ -76,13 +69,7 @@ def test_report_checks_first_and_excludes_a_failed_path(tmp_path, monkeypatch):
     """A tree that is wrong on this model: the report's checks step shows the failure,
     the tasks step then scores through a verified path, and its numbers equal the
     plain recompute."""
-    real = S._tree_masks
-
-    def broken(L, order, index, dtype, device, window):
-        pos, full, sliding = real(L, order, index, dtype, device, window)
-        return pos, torch.zeros_like(full), (None if sliding is None else torch.zeros_like(sliding))
-
-    monkeypatch.setattr(S, "_tree_masks", broken)
+    _break_tree(monkeypatch)
     model = tg.load_model("tiny:llama")
     tg.report(model, tmp_path, profile="smoke", steps=["checks", "tasks"], progress=False)
     checks = pd_read(tmp_path / "raw/checks/checks/data.parquet")

@@ -354,3 +354,36 @@ def test_plots_keep_echoed_sequences_readable():
     assert err.get_yscale() == "symlog"
     assert [t.get_text() for t in hist.get_xticklabels()] == ["1.1e+19"]
     plt.close(fig)
+
+
+# --- issue 13: ten distinct copying items per cell, and the alternating control -----------
+def test_copy_odd_digit_random_gives_distinct_items_with_their_answers():
+    t = tg.get_task("copy_last")
+    items = t.items([30], n_items=10, odd_digit="random")
+    assert len(items) == 10
+    for it in items:
+        assert it.items[-1] == str(it.answer) and set(it.items[:-1]) == {"1"}
+        assert it.answer in (0, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert len({it.answer for it in items}) >= 4, "the odd digit varies across items"
+    again = t.items([30], n_items=10, odd_digit="random")
+    assert [i.answer for i in items] == [i.answer for i in again], "seeded per (n, index)"
+    first = tg.get_task("copy_first").item(12, 3, odd_digit=7)
+    assert first.items[0] == "7" and first.answer == 7 and set(first.items[1:]) == {"1"}
+    # the paper's item is unchanged, and deterministic tasks still give one item per cell
+    assert tg.get_task("copy_last").item(5).items == ("1", "1", "1", "1", "0")
+    assert len(t.items([30], n_items=10)) == 1
+
+
+def test_copy_period3_is_the_alternating_control():
+    last = tg.get_task("copy_last").item(8, period3=True)
+    assert "".join(last.items) == "10110110" and last.answer == 0
+    assert last.items.count("0") < last.items.count("1"), "the answer is the minority digit"
+    first = tg.get_task("copy_first").item(7, period3=True)
+    assert "".join(first.items) == "0110110"
+    alt = tg.get_task("copy_last").item(6, alternating=True)
+    assert "".join(alt.items) == "101010"
+    assert tg.get_task("copy_last").condition(period3=True) == "copy_last+period3"
+    with pytest.raises(GlassesError, match="choose one"):
+        tg.get_task("copy_last").item(6, alternating=True, period3=True)
+    with pytest.raises(GlassesError, match="odd_digit"):
+        tg.get_task("copy_last").item(6, odd_digit=1)

@@ -148,3 +148,22 @@ def test_digit_mask():
     vocab = model.tokenizer.get_vocab()
     assert mask.sum() == 10 and all(mask[vocab[str(d)]] for d in range(10))
     assert not mask[vocab["a"]] and not mask[vocab[" "]]
+
+
+def test_wilson_interval_equals_scipy():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from scipy.stats import binomtest
+
+    from tl_glasses.tasks.evaluate import wilson_interval
+
+    @settings(max_examples=60, deadline=None)
+    @given(n=st.integers(1, 500), frac=st.floats(0, 1))
+    def check(n, frac):
+        k = int(round(frac * n))
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        lo, hi = wilson_interval(k, n)
+        assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
+
+    check()
+    assert all(map(lambda v: v != v, wilson_interval(0, 0)))

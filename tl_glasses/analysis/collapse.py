@@ -696,15 +696,9 @@ class _MemoryStore:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from .._fastpath import versions
 
-    out = {}
-    for p in ("torch", "transformers", "transformer-lens", "tl-glasses"):
-        try:
-            out[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return versions()
 
 
 def _every(lengths: list[int], spec, what: str) -> set[int]:

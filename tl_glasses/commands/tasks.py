@@ -45,6 +45,11 @@ def add_parser(sub) -> None:
                       help="use the prompt as plain text")
     p.add_argument("--hint", action="store_true", help="copying: append the paper's hint (Fig. 2b)")
     p.add_argument("--alternating", action="store_true", help="copying: alternating 0/1 sequence (Fig. 2c)")
+    p.add_argument("--period3", action="store_true",
+                   help="copying: 110110... (the alternating control: periodic, the answer the minority digit)")
+    p.add_argument("--odd-digit", metavar="D",
+                   help="copying: the digit that differs from the 1s (0, 2..9, or 'random': one per item, "
+                        "so --n-items gives that many distinct items)")
     p.add_argument("--prompt-type", type=int, default=None, choices=[0, 1, 2],
                    help="copying: 0 = App. C.1's prompt, 1/2 = App. C.5's types")
     p.add_argument("--sep", default=None, help="separator between items (e.g. ' ' or ',')")
@@ -64,6 +69,10 @@ def _options(args) -> dict:
         opts["hint"] = True
     if args.alternating:
         opts["alternating"] = True
+    if args.period3:
+        opts["period3"] = True
+    if args.odd_digit is not None:
+        opts["odd_digit"] = args.odd_digit if args.odd_digit == "random" else _int_or_raise(args.odd_digit)
     if args.prompt_type is not None:
         opts["prompt_type"] = args.prompt_type
     if args.sep is not None:
@@ -119,3 +128,12 @@ def run(args) -> int:
         fig.savefig(Path(args.out) / "plot.png", dpi=110, bbox_inches="tight")
         print(f"saved {args.out}/result and {args.out}/plot.png")
     return 0
+
+
+def _int_or_raise(text: str) -> int:
+    from ..errors import GlassesError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise GlassesError(f"--odd-digit is 0, 2..9 or 'random'; got {text!r}") from None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -121,7 +120,8 @@ class TaskResult(Result):
         return list(dict.fromkeys(self.df["condition"])) if len(self.df) else []
 
     def summary_by_n(self) -> pd.DataFrame:
-        """Per condition and length: items, accuracy, mean absolute error (over parsed
+        """Per condition and length: items, accuracy with its 95% Wilson interval
+        (``accuracy_lo``, ``accuracy_hi``), mean absolute error (over parsed
         answers), unparsed fraction; for teacher-forced scoring also the mean probability
         of the right answer, mean log-prob margin to the best wrong answer and median rank."""
         df = self.df
@@ -130,7 +130,9 @@ class TaskResult(Result):
         rows = []
         for (cond, n), g in df.groupby(["condition", "n"], sort=False):
             parsed = g["prediction"].notna()
+            lo, hi = wilson_interval(int(g["correct"].sum()), len(g))
             r = dict(condition=cond, n=int(n), items=len(g), accuracy=float(g["correct"].mean()),
+                     accuracy_lo=lo, accuracy_hi=hi,
                      mae=float(g.loc[parsed, "abs_error"].mean()) if parsed.any() else float("nan"),
                      unparsed=float((~parsed).mean()))
             if "logit_diff" in g and g["logit_diff"].notna().any():
@@ -275,11 +277,16 @@ class TaskResult(Result):
 
     def _plot_accuracy(self, a):
         s = self.summary_by_n()
+        banded = False
         for cond, g in s.groupby("condition", sort=False):
-            a.plot(g["n"], g["accuracy"], marker="o", ms=4, label=cond)
+            (line,) = a.plot(g["n"], g["accuracy"], marker="o", ms=4, label=cond)
+            if "accuracy_lo" in g and (g["items"] > 1).any():
+                a.fill_between(g["n"], g["accuracy_lo"], g["accuracy_hi"], color=line.get_color(), alpha=0.15,
+                               linewidth=0)
+                banded = True
         a.set_ylim(-0.05, 1.05)
         a.set_ylabel("accuracy")
-        a.set_title("accuracy vs length")
+        a.set_title("accuracy vs length" + (" (bands: 95% Wilson)" if banded else ""))
         self._xscale(a)
         a.legend(fontsize=7)
 
@@ -440,13 +447,22 @@ def evaluate(
     return TaskResult(df=df, meta=meta)
 
 
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) for ``k`` successes in ``n`` trials:
+    well-behaved at 0/n and n/n, where the normal interval collapses to a point."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _versions() -> dict[str, str]:
-    import transformers
+    from .._fastpath import versions
 
-    from .. import __version__
-
-    return {"tl_glasses": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return versions()
 
 
 def _verdict(pred, answer) -> tuple[bool, float]:

@@ -17,13 +17,20 @@ which is the x-axis of the paper's Figs. 2 and 3.
 =================  ==========================================================  ========
 task               sequence (n items)                                           answer
 =================  ==========================================================  ========
-copy_last          '1'*(n-1) + '0' (Fig. 2a); alternating: ...1010 (Fig. 2c)    0
-copy_first         '0' + '1'*(n-1) (Fig. 2a); alternating: 0101... (Fig. 2c)    0
+copy_last          '1'*(n-1) + '0' (Fig. 2a); alternating: ...1010 (Fig. 2c);   0
+                   period3: ...110110 (the control: periodic, 0 the minority)
+copy_first         '0' + '1'*(n-1) (Fig. 2a); alternating: 0101... (Fig. 2c);   0
+                   period3: 011011...
 count_sum          '1 + 1 + ... + 1' (Fig. 3 i)                                 n
 count_ones         n ones (Fig. 3 ii)                                           n
 count_ones_zeros   n digits, each 1 with probability p=0.7 (Fig. 3 iii)         #ones
 count_word         n words, each 'car' with probability p=0.5 (Fig. 3 iv)       #car
 =================  ==========================================================  ========
+
+Copying option ``odd_digit``: the digit that differs from the 1s, 0 by default (the
+paper's item, always the same); another digit, or ``"random"`` (drawn per item from
+{0, 2, ..., 9}: a copying cell then has as many distinct items as asked for). The
+answer is that digit.
 
 Modes: ``"answer"`` (the paper's prompt), ``"cot"`` (+ "Let's think step by step,
 showing me your reasoning."), ``"cot_fewshot"`` (+ the worked examples in groups of
@@ -128,6 +135,13 @@ class Task:
             raise GlassesError(f"p is a probability in [0, 1]; got {out['p']!r}")
         if not isinstance(out.get("sep", ""), str):
             raise GlassesError(f"sep must be a string; got {out['sep']!r}")
+        if "odd_digit" in out and out["odd_digit"] not in ODD_DIGITS:
+            raise GlassesError(
+                f"odd_digit is one of {', '.join(map(repr, ODD_DIGITS))} (the digit that differs from the 1s; "
+                f"'random' draws it per item from {{0, 2, ..., 9}}); got {out['odd_digit']!r}"
+            )
+        if out.get("alternating") and out.get("period3"):
+            raise GlassesError("alternating and period3 are two different patterns; choose one")
         return out
 
     @property
@@ -189,18 +203,23 @@ class Task:
             mode=mode, metadata={**meta, "options": dict(o), "seed": int(seed)},
         )
 
-    def default_n_items(self) -> int:
+    def is_random(self, **opts: Any) -> bool:
+        """Whether items of one length differ by index: the random tasks, and the copying
+        tasks with ``odd_digit="random"``."""
+        return self.stochastic or self.options(**opts).get("odd_digit") == "random"
+
+    def default_n_items(self, **opts: Any) -> int:
         """Items per length when none is given: 1 for deterministic tasks, 5 for random ones."""
-        return 5 if self.stochastic else 1
+        return 5 if self.is_random(**opts) else 1
 
     def items(self, lengths: Iterable[int], *, n_items: int | None = None, seed: int = 0,
               mode: str = "answer", **opts: Any) -> list[TaskItem]:
         """``n_items`` items for each length. A deterministic task (copying, the sum, the
         run of ones) has one item per length, whatever ``n_items`` says."""
-        k = self.default_n_items() if n_items is None else int(n_items)
+        k = self.default_n_items(**opts) if n_items is None else int(n_items)
         if k < 1:
             raise GlassesError(f"n_items must be at least 1; got {n_items!r}")
-        if not self.stochastic:
+        if not self.is_random(**opts):
             k = 1
         return [self.item(n, i, seed=seed, mode=mode, **opts) for n in parse_lengths(lengths) for i in range(k)]
 
@@ -237,20 +256,39 @@ class Task:
 
 
 # --- builders ------------------------------------------------------------------------
-def _copy_last(n, rng, o):
+#: the odd digit of the copying tasks: 0 (the paper's), another digit, or "random"
+ODD_DIGITS = (0, 2, 3, 4, 5, 6, 7, 8, 9, "random")
+
+
+def _odd(rng, o) -> str:
+    d = o.get("odd_digit", 0)
+    if d == "random":
+        return str(int(rng.choice([0, 2, 3, 4, 5, 6, 7, 8, 9])))
+    return str(int(d))
+
+
+def _copy_pattern(n, rng, o, *, last: bool):
+    """The copying sequence, written from the end that holds the answer: the odd digit
+    there and 1s elsewhere (Fig. 2a); alternating odd/1 (Fig. 2c); or period 3, two 1s
+    per odd digit (the control for alternating: periodic, but the answer is the minority
+    digit)."""
+    d = _odd(rng, o)
     if o["alternating"]:
-        items = [str((n - 1 - i) % 2) for i in range(n)]  # ...1010: ends with the 0
+        seq = [d if i % 2 == 0 else "1" for i in range(n)]
+    elif o.get("period3"):
+        seq = [d if i % 3 == 0 else "1" for i in range(n)]
     else:
-        items = ["1"] * (n - 1) + ["0"]
-    return items, 0, {"n_ones": items.count("1")}
+        seq = [d] + ["1"] * (n - 1)
+    items = seq[::-1] if last else seq
+    return items, int(d), {"n_ones": items.count("1"), "odd_digit": int(d)}
+
+
+def _copy_last(n, rng, o):
+    return _copy_pattern(n, rng, o, last=True)
 
 
 def _copy_first(n, rng, o):
-    if o["alternating"]:
-        items = [str(i % 2) for i in range(n)]  # 0101...: starts with the 0
-    else:
-        items = ["0"] + ["1"] * (n - 1)
-    return items, 0, {"n_ones": items.count("1")}
+    return _copy_pattern(n, rng, o, last=False)
 
 
 def _ones(n, rng, o):
@@ -270,7 +308,8 @@ def _word(n, rng, o):
     return items, int(is_car.sum()), {"n_car": int(is_car.sum())}
 
 
-_COPY_DEFAULTS = {"hint": False, "alternating": False, "prompt_type": 0, "sep": ""}
+_COPY_DEFAULTS = {"hint": False, "alternating": False, "period3": False, "odd_digit": 0, "prompt_type": 0,
+                  "sep": ""}
 
 _REGISTRY: dict[str, Task] = {}
 

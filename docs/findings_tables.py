@@ -1,0 +1,158 @@
+"""Tables and figures of docs/findings.md from the committed results in findings/.
+
+    python docs/findings_tables.py            # print the generated blocks
+    python docs/findings_tables.py --write    # rewrite them in docs/findings.md, redraw docs/img/findings-*.png
+    python docs/findings_tables.py --check    # exit 1 when a number in docs/findings.md differs from the data
+
+Needs no model: it reads ``findings/<model>/<run>/rows.jsonl`` (written, resumably, by
+``bash docs/qwen_runs.sh``). A block of docs/findings.md sits between
+``<!-- findings:NAME -->`` and ``<!-- /findings:NAME -->``; everything between the two
+markers is generated.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import pandas as pd  # noqa: E402
+
+from tl_glasses.tasks.evaluate import TaskResult  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "findings"
+DOC = REPO / "docs" / "findings.md"
+IMG = REPO / "docs" / "img"
+QWEN = "qwen2.5-coder-1.5b"
+COUNT_TASKS = ["count_sum", "count_ones", "count_ones_zeros", "count_word"]
+COPY_RUNS = ["copy_last-score", "copy_first-score", "copy_last-hint-score", "copy_first-hint-score",
+             "copy_last-alt-score", "copy_first-alt-score", "copy_last-period3-score", "copy_first-period3-score",
+             "copy_last-type1-score", "copy_last-type2-score", "copy_last-odd-score", "copy_first-odd-score"]
+
+
+def load(model: str, run: str) -> TaskResult | None:
+    d = DATA / model / run
+    if not (d / "rows.jsonl").exists():
+        return None
+    try:
+        return TaskResult.from_dir(d)
+    except Exception:  # noqa: BLE001 - no complete row yet
+        return None
+
+
+def num(v) -> str:
+    if pd.isna(v):
+        return "–"
+    v = float(v)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}"
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def acc_cell(s) -> str:
+    k = round(s["accuracy"] * s["items"])
+    return f"{k}/{int(s['items'])} ({s['accuracy']:.2f} [{s['accuracy_lo']:.2f}, {s['accuracy_hi']:.2f}])"
+
+
+def count_block(model: str, scoring: str) -> tuple[str, list[TaskResult]]:
+    res, rows = [], []
+    for task in COUNT_TASKS:
+        r = load(model, f"{task}-answer-{scoring}")
+        if r is None:
+            rows.append([f"`{task}`", "not run yet", "", "", "", ""])
+            continue
+        res.append(r)
+        s = r.summary_by_n()
+        for _, x in s.iterrows():
+            g = r.df[r.df["n"] == x["n"]]
+            top = g["prediction"].value_counts()
+            common = ", ".join(f"{num(p)}×{c}" if c > 1 else num(p) for p, c in top.head(3).items()) or "–"
+            extra = f"{x['unparsed']:.0%}" if scoring == "gen" else f"{x['logit_diff']:+.2f}"
+            rows.append([f"`{task}`", str(int(x["n"])), acc_cell(x), num(x["mae"]), common, extra])
+    last = "unparsed" if scoring == "gen" else "mean margin (nats)"
+    head = ["task", "n", "right (accuracy [95% Wilson])", "mean abs. error", "answers given", last]
+    return table(head, rows), res
+
+
+def copy_block(model: str) -> tuple[str, list[TaskResult]]:
+    res, rows = [], []
+    for run in COPY_RUNS:
+        r = load(model, run)
+        if r is None:
+            continue
+        res.append(r)
+        for _, x in r.summary_by_n().iterrows():
+            g = r.df[r.df["n"] == x["n"]]
+            wrong = g.loc[~g["correct"], "prediction"].value_counts()
+            rows.append([f"`{x['condition']}`", str(int(x["n"])), acc_cell(x), f"{x['logit_diff']:+.2f}",
+                         ", ".join(num(p) for p in wrong.index[:3]) or "–"])
+    if not rows:
+        return "not run yet", res
+    head = ["condition", "n", "right (accuracy [95% Wilson])", "mean margin (nats)", "wrong answers given"]
+    return table(head, rows), res
+
+
+def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") -> None:
+    if not res:
+        return
+    fig = TaskResult.concat(res).plot(kind=kind)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def blocks(draw: bool) -> dict[str, str]:
+    out = {}
+    out["qwen-count-score"], cs = count_block(QWEN, "score")
+    out["qwen-count-gen"], cg = count_block(QWEN, "gen")
+    out["qwen-copy-score"], cp = copy_block(QWEN)
+    if draw:
+        figure(cs, f"{QWEN}: counting, answer mode, teacher-forced", IMG / "findings-qwen-count-score.png")
+        figure(cg, f"{QWEN}: counting, answer mode, greedy generation", IMG / "findings-qwen-count-gen.png")
+        figure(cp, f"{QWEN}: copying, teacher-forced", IMG / "findings-qwen-copy-score.png")
+    return out
+
+
+MARK = re.compile(r"(<!-- findings:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /findings:(?P=name) -->)", re.S)
+
+
+def main(argv: list[str]) -> int:
+    mode = argv[0] if argv else "--print"
+    if mode not in ("--print", "--write", "--check"):
+        print(__doc__)
+        return 2
+    gen = blocks(draw=mode == "--write")
+    if mode == "--print":
+        for k, v in gen.items():
+            print(f"<!-- findings:{k} -->\n{v}\n<!-- /findings:{k} -->\n")
+        return 0
+    text = DOC.read_text()
+    found = {m.group("name"): m.group("body") for m in MARK.finditer(text)}
+    missing = sorted(set(gen) - set(found))
+    if mode == "--check":
+        bad = [k for k in gen if k in found and found[k].strip() != gen[k].strip()]
+        for k in missing:
+            print(f"docs/findings.md has no block {k!r}")
+        for k in bad:
+            print(f"docs/findings.md block {k!r} differs from what findings/ gives: "
+                  f"run python docs/findings_tables.py --write")
+        return 1 if bad or missing else 0
+    new = MARK.sub(lambda m: m.group(1) + gen.get(m.group("name"), m.group("body")) + m.group(4), text)
+    DOC.write_text(new)
+    for k in missing:
+        print(f"note: docs/findings.md has no block {k!r}; add the two markers where it belongs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The task-suite runs on Qwen2.5-Coder-1.5B-Instruct behind docs/findings.md and the Qwen
+# tables of docs/tasks.md. Results go to findings/qwen2.5-coder-1.5b/<run>/ (rows.jsonl
+# appended as each item finishes: rerunning resumes, nothing is recomputed). Committed.
+#
+#   bash docs/qwen_runs.sh PART...       PART: time count-score copy-score copy-score10
+#                                               count-gen copy-gen cot
+#   DTYPE=bfloat16 bash docs/qwen_runs.sh ...   (only where bf16 was shown to answer as fp32)
+#
+# Cost on 2 CPU cores (fp32, measured with `bash docs/qwen_runs.sh time`; see
+# docs/findings.md): a teacher-forced counting item at n = 50 about 10 s, a copying item at
+# 1,000 digits about 40 s and at 4,096 about 6 min; a CoT generation about a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+M=qwen2.5-coder-1.5b
+OUT=${TL_FINDINGS:-findings}/$M
+TG="nice -n 5 tl-glasses tasks --model $M --threads ${THREADS:-2} --no-progress --dtype ${DTYPE:-float32}"
+
+COUNT_L=2,3,5,7,10,15,20,30,50,75,100,150,200
+COPY_L=2,5,10,20,50,100,200,300,500,1000,2000,4096
+COPY10_L=2,5,10,20,50,100,200,500,1000
+GEN_L=3,5,7,10,15,20,30,50,75,100,150,200
+COT_L=5,10,20,50,100
+
+for part in "$@"; do
+  case $part in
+    time)
+      for spec in "count_ones 50 score answer" "copy_last 1000 score answer" "count_ones 20 generate answer"; do
+        set -- $spec
+        s=$(date +%s)
+        $TG --task "$1" --lengths "$2" --scoring "$3" --mode "$4" >/dev/null
+        echo "one $1 item at n=$2 ($3, $4): $(( $(date +%s) - s )) s (model load included)"
+      done
+      ;;
+    count-score)
+      for task in count_sum count_ones count_ones_zeros count_word; do
+        $TG --task $task --lengths $COUNT_L --n-items 10 --out $OUT/$task-answer-score
+      done
+      ;;
+    copy-score)
+      for task in copy_last copy_first; do
+        $TG --task $task --lengths $COPY_L --out $OUT/$task-score
+        $TG --task $task --lengths $COPY_L --hint --out $OUT/$task-hint-score
+        $TG --task $task --lengths $COPY_L --alternating --out $OUT/$task-alt-score
+        $TG --task $task --lengths $COPY_L --period3 --out $OUT/$task-period3-score
+      done
+      $TG --task copy_last --lengths $COPY_L --prompt-type 1 --out $OUT/copy_last-type1-score
+      $TG --task copy_last --lengths $COPY_L --prompt-type 2 --out $OUT/copy_last-type2-score
+      ;;
+    copy-score10)
+      # ten distinct items per cell: the odd digit drawn from {0, 2..9} per item
+      for task in copy_last copy_first; do
+        $TG --task $task --lengths $COPY10_L --odd-digit random --n-items 10 --out $OUT/$task-odd-score
+      done
+      ;;
+    count-gen)
+      for task in count_sum count_ones count_ones_zeros count_word; do
+        $TG --task $task --lengths $GEN_L --scoring generate --n-items 10 --out $OUT/$task-answer-gen
+      done
+      ;;
+    copy-gen)
+      for task in copy_last copy_first; do
+        $TG --task $task --lengths $COPY10_L --odd-digit random --n-items 10 --scoring generate \
+          --out $OUT/$task-odd-gen
+      done
+      ;;
+    cot)
+      for mode in cot cot_fewshot; do
+        for task in count_sum count_ones count_ones_zeros count_word; do
+          $TG --task $task --lengths $COT_L --mode $mode --scoring generate --max-new-tokens 512 \
+            --n-items 3 --out $OUT/$task-$mode-gen
+        done
+      done
+      ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
+done
