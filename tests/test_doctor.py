@@ -109,3 +109,19 @@ def _assert_task_rows_equal_recompute(model, out, per_task=2):
             assert row.logp_answer == pytest.approx(float(ref[ai]), abs=1e-4)
             others = torch.cat([ref[:ai], ref[ai + 1:]])
             assert row.logit_diff == pytest.approx(float(ref[ai] - others.max()), abs=1e-4)
+
+
+def test_cli_closes_only_its_own_figures(tmp_path):
+    """A notebook's figures survive a tl-glasses command run from the same process."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = plt.figure()
+    assert main(["tasks", "--model", "tiny:llama", "--task", "copy_last", "--lengths", "4",
+                 "--out", str(tmp_path / "t"), "--no-progress"]) == 0
+    assert (tmp_path / "t" / "plot.png").exists()
+    assert plt.fignum_exists(mine.number), "the user's figure was closed"
+    assert plt.get_fignums() == [mine.number], "the command's own figures are closed"
+    plt.close(mine)

@@ -60,8 +60,37 @@ def test_saved_results_hold_no_pickle(tmp_path):
             load_file(p)  # parses as safetensors
 
 
-def test_model_cache_is_safetensors_with_checksums():
-    from tl_glasses.models import _cache
+def test_model_cache_is_safetensors_with_checksums(smollm2):
+    """The embedded model's cache entry holds weights as safetensors only (no pickled
+    .bin/.pt/.pkl), its manifest records the sha256 of every file it holds and each equals
+    the file's own; one flipped byte makes the entry invalid (and load_model rebuilds such an
+    entry: tests/test_models.py::test_corrupted_cache_is_detected_and_rebuilt)."""
+    import json
+    import shutil
 
-    src = Path(_cache.__file__).read_text()
-    assert "sha256" in src and "safetensors" in src
+    from tl_glasses.models._cache import CacheEntry, sha256_file
+
+    root = Path(tg.model_info(smollm2)["cache"])
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert "model.safetensors" in files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))], files
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    for rel, meta in manifest["files"].items():
+        assert meta["sha256"] == sha256_file(root / rel), rel
+    # a copy of the entry with one byte flipped in the middle of the weights is not valid
+    copy = Path(tg.models.cache_root()) / "test-safety-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    entry = CacheEntry(root.name.rsplit("-", 1)[0], manifest["source_sha256"], root=copy)
+    shutil.copytree(root, entry.path)
+    try:
+        assert entry.status() == "valid"
+        w = entry.path / "model.safetensors"
+        with open(w, "r+b") as f:
+            f.seek(w.stat().st_size // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+        assert entry.status() != "valid"
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)

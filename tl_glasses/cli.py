@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    open_before = _open_figures()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -45,10 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
-        # the figures a command saved: close them (main() may be called many times in one
-        # process, e.g. from a notebook or the tests)
+        # the figures this command made and saved: close them, and only them (main() may be
+        # called from a notebook, whose own figures stay open)
         if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close("all")
+            plt = sys.modules["matplotlib.pyplot"]
+            for num in set(plt.get_fignums()) - open_before:
+                plt.close(num)
+
+
+def _open_figures() -> set:
+    if "matplotlib.pyplot" not in sys.modules:
+        return set()
+    return set(sys.modules["matplotlib.pyplot"].get_fignums())
 
 
 if __name__ == "__main__":

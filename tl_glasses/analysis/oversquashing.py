@@ -289,7 +289,7 @@ def copy_study(
         for key in ("", "_auto"):
             bu = u_shape(bounds[key], seq) if len(seq) >= 3 else {}
             row.update({f"bound{key}_{k}": x for k, x in bu.items()})
-        # the one-backward proxy: gradient norm of the top-1 logit (DESIGN §1)
+        # the one-backward proxy: gradient norm of the top-1 logit (docs/concepts.md, "Over-squashing")
         g = sensitivity(model, ti.tokens, method="scalar").values.double()
         row["spearman_scalar_vs_sens"] = spearman(g, s)
         row["spearman_auto_vs_scalar"] = spearman(bounds["_auto"], g)

@@ -2,7 +2,7 @@
 ``b`` is carried, and where it is lost.
 
 For a pair ``(a, b)`` — typically ``(v, v*)``, a sequence and the same sequence with
-its last item repeated (paper Sec. 4; DESIGN.md §1 "Representational collapse") —
+its last item repeated (paper Sec. 4; docs/concepts.md, "Representational collapse") —
 :func:`patch_pair` runs ``a`` with one activation (a *site* at one layer, one
 position, and for ``z`` one head) replaced by ``b``'s activation at the aligned
 position, and reports the fraction of the ``a``–``b`` difference in a metric that the

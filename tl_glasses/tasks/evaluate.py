@@ -270,10 +270,23 @@ class TaskResult(Result):
         return fig
 
     def _xscale(self, a):
+        """The same x scale for n in every panel of a figure: log when the lengths span
+        50x or more, with plain integer tick labels (1, 10, 100, 1000) and no minor labels."""
+        from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
         ns = sorted(set(self.df["n"]))
         if ns and ns[0] > 0 and ns[-1] / ns[0] >= 50:
             a.set_xscale("log")
-        a.set_xlabel("sequence length n")
+            a.xaxis.set_major_locator(LogLocator(base=10))
+            a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+            a.xaxis.set_minor_formatter(NullFormatter())
+            a.set_xlim(ns[0] / 1.3, ns[-1] * 1.3)
+        else:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ns:
+                pad = max(0.5, 0.04 * (ns[-1] - ns[0]))
+                a.set_xlim(ns[0] - pad, ns[-1] + pad)
+        a.set_xlabel("sequence length n (items)")
 
     def _plot_accuracy(self, a):
         s = self.summary_by_n()
@@ -321,7 +334,7 @@ class TaskResult(Result):
             line, = a.plot(g["n"], g["mae"], marker="o", ms=4, label=label)
             pts = df[(df["condition"] == cond) & df["prediction"].notna()]
             a.scatter(pts["n"], pts["abs_error"], s=6, alpha=0.3, color=line.get_color())
-        a.set_ylabel("absolute error")
+        a.set_ylabel("|answer − right count| (items)")
         parsed = df.loc[df["condition"].isin(set(s["condition"])) & df["prediction"].notna(), "abs_error"]
         if len(parsed) and parsed.max() > 100 * max(1, df["n"].max()):
             # a model echoing the sequence ("1111…") is read as a huge number: keep the rest visible
@@ -345,12 +358,18 @@ class TaskResult(Result):
                 a.bar(range(k), h["count"].iloc[:k], width=0.8)
                 a.set_xticks(range(k), label[:k], rotation=60, fontsize=7)
             else:
-                a.bar(vals, h["count"], width=1.0)
+                from matplotlib.ticker import MaxNLocator
+
+                a.bar(vals, h["count"], width=0.8 if vals.max() - vals.min() < 60 else 1.0)
+                a.xaxis.set_major_locator(MaxNLocator(integer=True))
             a.set_title(f"answers given (most common: {label[0]}, {h['fraction'].iloc[0]:.0%})")
         else:
             a.set_title("answers given (none parsed)")
+        from matplotlib.ticker import MaxNLocator
+
+        a.yaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_xlabel("predicted answer")
-        a.set_ylabel("count")
+        a.set_ylabel("items (count)")
 
 
 # --- evaluation ---------------------------------------------------------------------------
