@@ -81,6 +81,34 @@ def count_block(model: str, scoring: str) -> tuple[str, list[TaskResult]]:
     return table(head, rows), res
 
 
+def count_summary(model: str) -> str:
+    """One line per task: how far the model counts right, and what it answers beyond."""
+    rows = []
+    for task in COUNT_TASKS:
+        r = load(model, f"{task}-answer-score")
+        if r is None:
+            continue
+        s = r.summary_by_n().sort_values("n")
+        ok = s[s["accuracy"] >= 1.0]["n"]
+        first_bad = s[s["accuracy"] < 1.0]["n"]
+        all_right = int(s["n"].iloc[0]) - 1
+        for _, x in s.iterrows():
+            if x["accuracy"] < 1.0:
+                break
+            all_right = int(x["n"])
+        big = r.df[(r.df["n"] >= 20) & r.df["prediction"].notna()]
+        h = big["prediction"].value_counts(normalize=True)
+        top = ", ".join(f"{num(p)} ({f:.0%})" for p, f in h.head(3).items()) or "–"
+        rows.append([f"`{task}`", f"{int(s['n'].min())}–{int(s['n'].max())}", str(int(s["items"].max())),
+                     str(all_right) if all_right >= int(s["n"].iloc[0]) else "none",
+                     str(int(first_bad.iloc[0])) if len(first_bad) else "–",
+                     f"{len(ok)} of {len(s)}", top])
+    if not rows:
+        return "not run yet"
+    return table(["task", "n measured", "items per n", "every item right up to n", "first n with an error",
+                  "lengths all right", "most common answers at n ≥ 20"], rows)
+
+
 def copy_block(model: str) -> tuple[str, list[TaskResult]]:
     res, rows = [], []
     for run in COPY_RUNS:
@@ -113,6 +141,7 @@ def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") ->
 
 def blocks(draw: bool) -> dict[str, str]:
     out = {}
+    out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")
     out["qwen-copy-score"], cp = copy_block(QWEN)

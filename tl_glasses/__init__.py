@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "wrap_model": "tl_glasses.models",
     "model_info": "tl_glasses.models",
     "cache_root": "tl_glasses.models",
+    "load_hf": "tl_glasses.models",
     # results and errors
     "Result": "tl_glasses.results",
     "GlassesError": "tl_glasses.errors",
@@ -36,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "collapse_sweep": "tl_glasses.analysis.collapse",
     "LastTokenProbe": "tl_glasses.analysis.collapse",
     "CollapseResult": "tl_glasses.analysis.collapse",
+    "noise_floor": "tl_glasses.analysis.collapse",
     "tokenize_items": "tl_glasses.tasks.tokenization",
     "describe_tokenization": "tl_glasses.tasks.tokenization",
     "families": "tl_glasses.tasks.families",
@@ -50,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "path_bound": "tl_glasses.analysis.paths",
     "depth_profile": "tl_glasses.analysis.paths",
     "bound_vs_sensitivity": "tl_glasses.analysis.oversquashing",
+    "copy_study": "tl_glasses.analysis.oversquashing",
+    "hint_study": "tl_glasses.analysis.oversquashing",
     # tasks
     "evaluate": "tl_glasses.tasks.evaluate",
     "get_task": "tl_glasses.tasks.generators",
@@ -59,13 +63,13 @@ _EXPORTS: dict[str, str] = {
     # patching
     "patch_pair": "tl_glasses.analysis.patching",
     "attribution_check": "tl_glasses.analysis.patching",
-    # report
+    # report (the self-checks: the submodule tg.doctor, tg.doctor.doctor())
     "report": "tl_glasses.viz.report",
     # synthetic lab
     "SyntheticDecoder": "tl_glasses.synthetic",
 }
 
-_SUBMODULES = {"models", "tasks", "analysis", "interventions", "synthetic", "sweeps", "viz", "errors", "results", "typing", "compat"}
+_SUBMODULES = {"models", "tasks", "analysis", "interventions", "synthetic", "sweeps", "viz", "errors", "results", "typing", "compat", "doctor"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
