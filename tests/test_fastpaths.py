@@ -204,3 +204,23 @@ def test_healthy_fused_attention_is_checked_once():
     assert _fused.fused_supported(model) is True
     assert _fused.fused_supported(model) is True
     assert [(c.path, c.ok) for c in _fastpath.checks(model)] == [("sdpa", True)]
+
+
+def test_kv_cache_plumbing_removes_its_hooks_on_error():
+    from tl_glasses.compat import kv_cache_plumbing
+
+    model = tg.tiny_model("llama", seed=11)
+    attn = [b.attn for b in model.blocks]
+    before = [len(a._forward_pre_hooks) for a in attn]
+    with pytest.raises(RuntimeError, match="boom"):
+        with kv_cache_plumbing(model):
+            assert [len(a._forward_pre_hooks) for a in attn] == [n + 1 for n in before]
+            raise RuntimeError("boom")
+    assert [len(a._forward_pre_hooks) for a in attn] == before
+    # with the plumbing, a cached step equals the full forward (transformers >= 5.24 passes `cache=`)
+    toks = model.to_tokens("1 1 1 0")
+    with torch.no_grad(), kv_cache_plumbing(model):
+        _, cache = model(toks[:, :-1], return_type="logits_and_cache", use_cache=True)
+        step, _ = model(toks[:, -1:], past_key_values=cache, return_type="logits_and_cache")
+        full = model(toks)
+    assert torch.allclose(step[0, -1], full[0, -1], atol=1e-5)
