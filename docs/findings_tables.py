@@ -109,6 +109,26 @@ def count_summary(model: str) -> str:
                   "lengths all right", "most common answers at n ≥ 20"], rows)
 
 
+def copy_summary(model: str) -> str:
+    rows = []
+    for run in COPY_RUNS:
+        r = load(model, run)
+        if r is None:
+            continue
+        for cond, s in r.summary_by_n().groupby("condition", sort=False):
+            s = s.sort_values("n")
+            bad = s[s["accuracy"] < 1.0]["n"]
+            low = s.loc[s["logit_diff"].idxmin()]
+            rows.append([f"`{cond}`", f"{int(s['n'].min())}–{int(s['n'].max())}",
+                         str(int(bad.iloc[0])) if len(bad) else "none",
+                         f"{low['logit_diff']:+.2f} at n = {int(low['n'])}",
+                         f"{s['logit_diff'].iloc[-1]:+.2f}"])
+    if not rows:
+        return "not run yet"
+    return table(["condition", "n measured", "first n with an error", "smallest mean margin (nats)",
+                  "margin at the longest n"], rows)
+
+
 def copy_block(model: str) -> tuple[str, list[TaskResult]]:
     res, rows = [], []
     for run in COPY_RUNS:
@@ -144,6 +164,7 @@ def blocks(draw: bool) -> dict[str, str]:
     out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")
+    out["qwen-copy-summary"] = copy_summary(QWEN)
     out["qwen-copy-score"], cp = copy_block(QWEN)
     if draw:
         figure(cs, f"{QWEN}: counting, answer mode, teacher-forced", IMG / "findings-qwen-count-score.png")

@@ -318,7 +318,7 @@ class TaskResult(Result):
             if "logit_diff" in g:
                 a.plot(g["n"], g["logit_diff"], marker="o", ms=4, label=cond)
         a.axhline(0, color="k", lw=0.8)
-        a.set_ylabel("log P(right) − max log P(wrong)")
+        a.set_ylabel("log P(right) − max log P(wrong) (nats)")
         a.set_title("teacher-forced margin (> 0: right answer wins)")
         self._xscale(a)
         a.legend(fontsize=7)
