@@ -256,8 +256,12 @@ class TaskResult(Result):
             axes = [ax]
             fig = ax.figure
         else:
-            fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-            axes = list(axes[0])
+            ncols = min(3, len(panels))
+            nrows = -(-len(panels) // ncols)
+            fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
+            axes = list(grid.ravel())
+            for extra in axes[len(panels):]:
+                extra.set_visible(False)
         for a, p in zip(axes, panels):
             if isinstance(p, tuple):
                 self._plot_error(a, task=p[1])
@@ -343,7 +347,8 @@ class TaskResult(Result):
             lt = max(10, int(df["n"].max()))
             a.set_yscale("symlog", linthresh=lt)
             a.yaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=lt))
-        a.set_title("absolute error vs length (line: mean)" if task is None else task)
+        a.set_title("absolute error vs length (line: mean, dots: items)" if task is None
+                    else f"{task} (line: mean, dots: items)")
         self._xscale(a)
         a.legend(fontsize=7)
 
