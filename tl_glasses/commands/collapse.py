@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_model_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -16,9 +18,7 @@ def add_parser(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="gemma-3-270m",
-                   help="embedded model name (gemma-3-270m, smollm2-135m), a Hugging Face name, or "
-                        "tiny:ARCH (a small random model: tiny:llama, tiny:gemma3, tiny:gpt2)")
+    add_model_argument(p)
     p.add_argument("--family", default="ones",
                    help="ones | digits_end_one | copy_last, or a template with a {seq} slot")
     p.add_argument("--lengths", default="8:1024:32", help="start:stop:step or a comma list (items in v)")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import add_model_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("patch", help="activation / attribution patching of a pair (v, v*)",
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="gemma-3-270m",
-                   help="embedded model name, a Hub name, or tiny:llama / tiny:gemma3 / tiny:gpt2")
+    add_model_argument(p)
     p.add_argument("--dtype", default="fp32", help="fp32 (default), bf16, fp16, fp64")
     src = p.add_argument_group("the pair")
     src.add_argument("--family", help="sequence family (ones, digits_end_one, copy_last, or a template with {seq})")

@@ -1,10 +1,12 @@
 """``tl-glasses report``: the whole battery as one offline HTML page."""
 from __future__ import annotations
 
+from . import add_model_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="run the battery on a model and write DIR/index.html")
-    p.add_argument("--model", default="gemma-3-270m", help="embedded model name or HF name (default: gemma-3-270m)")
+    add_model_argument(p)
     p.add_argument("--out", default="report", help="output directory (default: report)")
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"],
                    help="quick: <= 10 min on 2 CPU cores; full: the paper's ranges; smoke: seconds")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_model_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -36,8 +38,7 @@ def add_parser(sub) -> None:
 
 
 def add_model_args(p) -> None:
-    p.add_argument("--model", default="gemma-3-270m",
-                   help="embedded model (gemma-3-270m, smollm2-135m), a Hugging Face name, or tiny:ARCH")
+    add_model_argument(p)
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 | fp64")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt", help="the prompt text")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 
+from . import add_model_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -22,8 +24,7 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     p.add_argument("--list", action="store_true", help="list the tasks and their options, then exit")
-    p.add_argument("--model", default="gemma-3-270m",
-                   help="embedded model name, Hugging Face name, or tiny:<arch> (llama, gemma3, gpt2)")
+    add_model_argument(p)
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
     p.add_argument("--task", default="copy_last", help="task name (see --list)")
     p.add_argument("--lengths", default="2,5,10,20,50,100",

@@ -12,12 +12,17 @@
 # 1,000 digits about 40 s and at 4,096 about 6 min; a CoT generation about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-M=qwen2.5-coder-1.5b
+M=${MODEL:-qwen2.5-coder-1.5b}
 OUT=${TL_FINDINGS:-findings}/$M
 TG="nice -n 5 tl-glasses tasks --model $M --threads ${THREADS:-2} --no-progress --dtype ${DTYPE:-float32}"
 
 COUNT_L=2,3,5,7,10,15,20,30,50,75,100,150,200
 COPY_L=2,5,10,20,50,100,200,300,500,1000,2000,4096
+if [[ -n ${COPY_MAX:-} ]]; then
+  COPY_L=$(tr , '\n' <<<"$COPY_L" | awk -v m="$COPY_MAX" '$1 <= m' | paste -sd,)
+fi
+COLLAPSE_L=${COLLAPSE_L:-16,64,256,1024,2048,4096,8192}
+CL=(nice -n 5 tl-glasses collapse --model $M --no-progress --shift-floor ${SHIFT_FLOOR:-ends} --batch-floor none)
 COPY10_L=2,5,10,20,50,100,200,500,1000
 GEN_L=3,5,7,10,15,20,30,50,75,100,150,200
 COT_L=5,10,20,50,100
@@ -71,6 +76,45 @@ for part in "$@"; do
             --n-items 3 --out $OUT/$task-$mode-gen
         done
       done
+      ;;
+    collapse)
+      # Fig. 5a/5b: real fp32 to the longest length; real bf16 where this CPU can (bf16
+      # matrix products are ~5x slower than fp32 here), and fp32 rounded to bf16 and fp16
+      # (the estimate) at every length
+      for fam in ${FAMILIES:-ones digits_end_one}; do
+        "${CL[@]}" --family $fam --lengths $COLLAPSE_L --dtype fp32 --dtype bf16 \
+          --max-tokens bf16=${BF16_MAX:-1100} --round-to bf16 --round-to fp16 --out $OUT/collapse-$fam
+      done
+      ;;
+    commas)
+      # Fig. 5c/d: the copying prompt with and without a comma every 3 digits
+      "${CL[@]}" --family copy_last --lengths ${COMMAS_L:-16,64,256,1024} --dtype fp32 \
+        --round-to bf16 --round-to fp16 --mitigation separators:3 --out $OUT/collapse-commas
+      ;;
+    global)
+      # App. C.6 (models with native local layers): all-global vs native, ten random pairs
+      for seed in 0 1 2 3 4 5 6 7 8 9; do
+        "${CL[@]}" --family digits_end_one --seed $seed --lengths ${GLOBAL_L:-256,512,1024,2048} \
+          --dtype fp32 --round-to bf16 --mitigation global_attention --out $OUT/global-seed$seed
+      done
+      ;;
+    theory)
+      # Figs. 8-10 (model-free): the synthetic decoder, float64
+      nice -n 5 tl-glasses theory fig8 fig10 --out ${TL_FINDINGS:-findings}/synthetic/theory
+      ;;
+    oversquash)
+      # Thm 5.1 / Prop. 5.2: bound vs gradient sensitivity, U-shape and first-token mass vs
+      # depth over 20 copying prompts (copy_last and copy_first, 4..40 digits)
+      nice -n 5 tl-glasses paths --model $M --study copy --lengths 4:40:4 --method hutchinson \
+        --probes ${PROBES:-16} --out $OUT/oversquash-copy
+      ;;
+    report)
+      s=$(date +%s)
+      nice -n 5 tl-glasses report --model $M --profile quick --no-progress --out $OUT/report-quick
+      echo "report --profile quick on $M: $(( $(date +%s) - s )) s wall" | tee $OUT/report-quick/wall.txt
+      ;;
+    bench)
+      MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0 nice -n 5 python benchmarks/run.py --only qwen
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

@@ -1,0 +1,88 @@
+"""The verdict rules of docs/findings_items.py on hand-made results: each verdict is
+reachable, and a floor is never read as a finding (issue 13)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def items():
+    spec = importlib.util.spec_from_file_location("findings_items", REPO / "docs" / "findings_items.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _task_run(root: Path, model: str, run: str, task: str, rows: list[tuple[int, int, bool, float, int]]):
+    """rows: (n, item, correct, margin, prediction)."""
+    d = root / model / run
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(dict(kind="tl_glasses.evaluate", model=model, task=task,
+                                                   mode="answer", scoring="score", options={})))
+    with (d / "rows.jsonl").open("w") as f:
+        for n, item, ok, margin, pred in rows:
+            answer = 0 if task.startswith("copy") else n
+            f.write(json.dumps(dict(task=task, kind="copy" if task.startswith("copy") else "count",
+                                    condition=task, mode="answer", scoring="score", n=n, item=item,
+                                    answer=answer, prediction=pred, correct=ok, abs_error=abs(pred - answer),
+                                    parse_status="scored", logit_diff=margin, p_answer=0.9 if ok else 0.1,
+                                    rank=1 if ok else 2)) + "\n")
+
+
+LENGTHS = [2, 5, 10, 50, 100]
+
+
+def test_copy_last_failing_first_is_reproduced(tmp_path, items):
+    _task_run(tmp_path, "m", "copy_last-score", "copy_last", [(n, 0, n < 50, 1.0 if n < 50 else -1.0, 0 if n < 50 else 1) for n in LENGTHS])
+    _task_run(tmp_path, "m", "copy_first-score", "copy_first", [(n, 0, True, 2.0, 0) for n in LENGTHS])
+    txt, v = items.fig2a(tmp_path, "m")
+    assert v == "reproduced" and "first wrong at n = 50" in txt
+
+
+def test_both_wrong_everywhere_is_a_floor_not_a_finding(tmp_path, items):
+    for run, task in (("copy_last-score", "copy_last"), ("copy_first-score", "copy_first")):
+        _task_run(tmp_path, "m", run, task, [(n, 0, False, -2.0, 1) for n in LENGTHS])
+    assert items.fig2a(tmp_path, "m")[1].startswith("not (floor")
+
+
+def test_first_failing_before_last_is_contradicted(tmp_path, items):
+    _task_run(tmp_path, "m", "copy_last-score", "copy_last", [(n, 0, True, 1.0, 0) for n in LENGTHS])
+    _task_run(tmp_path, "m", "copy_first-score", "copy_first", [(n, 0, n < 10, 1.0, 0 if n < 10 else 1) for n in LENGTHS])
+    assert items.fig2a(tmp_path, "m")[1] == "contradicted"
+
+
+def test_hint_with_saturated_accuracy_is_at_most_partly(tmp_path, items):
+    _task_run(tmp_path, "m", "copy_last-score", "copy_last", [(n, 0, True, 1.0, 0) for n in LENGTHS])
+    _task_run(tmp_path, "m", "copy_last-hint-score", "copy_last", [(n, 0, True, 3.0, 0) for n in LENGTHS])
+    txt, v = items.fig2b(tmp_path, "m")
+    assert v.startswith("partly") and "+2.00" in txt
+
+
+def test_counting_that_is_wrong_at_small_n_is_a_floor(tmp_path, items):
+    for task in ("count_sum", "count_ones"):
+        _task_run(tmp_path, "m", f"{task}-answer-score", task, [(n, 0, False, -1.0, 1) for n in [2, 5, 10, 50, 100]])
+    assert items.fig3(tmp_path, "m")[1].startswith("not (floor")
+    # every wrong answer is 1: one constant answer, not round numbers
+    assert items.fig4(tmp_path, "m")[1].startswith("not (one constant answer")
+
+
+def test_counting_right_small_wrong_large_is_reproduced(tmp_path, items):
+    rows = [(n, i, n <= 10, 1.0 if n <= 10 else -1.0, n if n <= 10 else 20) for n in [2, 5, 10, 50, 100] for i in range(10)]
+    _task_run(tmp_path, "m", "count_ones_zeros-answer-score", "count_ones_zeros", rows)
+    txt, v = items.fig3(tmp_path, "m")
+    assert v == "reproduced", txt
+    assert items.fig4(tmp_path, "m")[1] == "reproduced"
+
+
+def test_missing_results_say_not_run(tmp_path, items):
+    for fn in (items.fig2a, items.fig2b, items.fig2c, items.fig3, items.fig4, items.thm51, items.prop52,
+               items.fig5cd, items.c5, items.theory_figs):
+        assert fn(tmp_path, "m")[1] == "not run"
+    assert items.c6(tmp_path, "smollm2-135m")[1].startswith("n/a")
+    assert items.c6(tmp_path, "gemma-3-270m")[1] == "not run"
