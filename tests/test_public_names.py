@@ -54,3 +54,31 @@ def test_every_documented_name_resolves_in_a_fresh_session():
 def test_the_check_catches_a_missing_name():
     res = _resolve(["analysis.collapse.no_such_function", "load_model"])
     assert res.returncode == 1 and "no_such_function" in res.stdout
+
+
+def test_every_list_function_returns_a_table_with_a_name_column():
+    import pandas as pd
+
+    import tl_glasses as tg
+
+    for fn in (tg.list_models, tg.list_tasks, tg.list_families, tg.list_mitigations, tg.list_metrics):
+        df = fn()
+        assert isinstance(df, pd.DataFrame) and "name" in df.columns and len(df), fn.__name__
+
+
+def test_registries_refuse_duplicates_and_list_names_on_a_miss():
+    import pytest
+
+    import tl_glasses as tg
+    from tl_glasses.analysis.patching import register_metric
+    from tl_glasses.errors import GlassesError
+    from tl_glasses.interventions import register_mitigation
+
+    with pytest.raises(GlassesError, match="already registered"):
+        register_metric("final_distance", "again")(lambda *a: None)
+    with pytest.raises(GlassesError, match="already registered"):
+        register_mitigation("separators", tg.separators)
+    with pytest.raises(GlassesError, match="final_distance"):
+        from tl_glasses.analysis.patching import _build_metric
+
+        _build_metric(None, "no_such_metric", None, None, None)

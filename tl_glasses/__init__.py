@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "tokenize_items": "tl_glasses.tasks.tokenization",
     "describe_tokenization": "tl_glasses.tasks.tokenization",
     "families": "tl_glasses.tasks.families",
+    "list_families": "tl_glasses.tasks.families",
+    "list_mitigations": "tl_glasses.interventions",
+    "list_metrics": "tl_glasses.analysis.patching",
     "get_family": "tl_glasses.tasks.families",
     # mitigations
     "separators": "tl_glasses.interventions",

@@ -8,7 +8,7 @@ temporary model patch (see :class:`Mitigation`); all compose with your own hooks
         model(tokens)
 """
 from ._base import Compose, Mitigation, as_mitigation, parse_layers
-from ._registry import mitigations, parse_mitigation
+from ._registry import list_mitigations, mitigations, parse_mitigation, register_mitigation
 from .attention import (
     GlobalAttention,
     SlidingWindow,
@@ -21,6 +21,7 @@ from .prompting import PromptStructure, Separators, prompt_structure, separators
 
 __all__ = [
     "Mitigation", "Compose", "as_mitigation", "parse_layers", "mitigations", "parse_mitigation",
+    "list_mitigations", "register_mitigation",
     "SlidingWindow", "GlobalAttention", "Separators", "PromptStructure",
     "separators", "sliding_window", "global_attention", "prompt_structure",
     "native_local_layers", "sliding_window_mask",

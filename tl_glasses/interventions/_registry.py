@@ -17,7 +17,7 @@ from ._base import Compose, Mitigation
 from .attention import global_attention, sliding_window
 from .prompting import prompt_structure, separators
 
-__all__ = ["MITIGATIONS", "mitigations", "parse_mitigation"]
+__all__ = ["MITIGATIONS", "list_mitigations", "mitigations", "parse_mitigation", "register_mitigation"]
 
 MITIGATIONS = {
     "separators": separators,
@@ -28,8 +28,39 @@ MITIGATIONS = {
 
 
 def mitigations() -> list[str]:
-    """Names of the registered mitigations."""
+    """Names of the registered mitigations (a table: :func:`list_mitigations`)."""
     return sorted(MITIGATIONS)
+
+
+_SPECS = {
+    "separators": "separators[:K[:SEP]]",
+    "sliding_window": "sliding_window:W[@LAYERS]",
+    "global_attention": "global_attention[@LAYERS]",
+    "prompt_structure": "prompt_structure:question_first|question_last|sequence_first",
+}
+
+
+def register_mitigation(name: str, factory, *, spec: str | None = None, overwrite: bool = False) -> None:
+    """Register a mitigation factory (keyword arguments -> :class:`Mitigation`) under
+    ``name``, usable as ``name[:ARG...]`` in spec strings once :func:`parse_mitigation`
+    knows how to read its arguments (without them, ``name`` alone). Refuses a name
+    already registered unless ``overwrite=True``."""
+    if name in MITIGATIONS and not overwrite:
+        raise GlassesError(f"a mitigation named {name!r} is already registered; pass overwrite=True")
+    if not callable(factory):
+        raise GlassesError(f"a mitigation factory is callable; got {type(factory).__name__}")
+    MITIGATIONS[name] = factory
+    _SPECS[name] = spec or name
+
+
+def list_mitigations():
+    """A table of the registered mitigations: name, description (the factory's first
+    docstring line) and the CLI spec string."""
+    import pandas as pd
+
+    rows = [dict(name=n, description=(MITIGATIONS[n].__doc__ or "").strip().splitlines()[0] if MITIGATIONS[n].__doc__
+                 else "", spec=_SPECS.get(n, n)) for n in mitigations()]
+    return pd.DataFrame(rows, columns=["name", "description", "spec"])
 
 
 def _layers(text: str) -> list[int]:

@@ -276,8 +276,21 @@ def _copy(*, sep: str = "", template: str = prompts.COPY, last: str = "1") -> Se
 
 
 def families() -> list[str]:
-    """Names of the registered sequence families."""
+    """Names of the registered sequence families (a table: :func:`list_families`)."""
     return sorted(_REGISTRY)
+
+
+def list_families():
+    """A table of the registered sequence families: name, task, description, parameters
+    (with the factory's defaults)."""
+    import pandas as pd
+
+    rows = []
+    for name in families():
+        f = get_family(name)
+        rows.append(dict(name=name, task=f.task, description=f.description,
+                         params=", ".join(f"{k}={v!r}" for k, v in (f.params or {}).items())))
+    return pd.DataFrame(rows, columns=["name", "task", "description", "params"])
 
 
 def register_family(family: SequenceFamily | Callable[..., SequenceFamily], name: str | None = None,
