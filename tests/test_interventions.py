@@ -178,3 +178,15 @@ def test_compose_and_specs(tiny_gemma3):
     both = tg.sliding_window(2, layers=[2]) + tg.global_attention()
     assert both.verify(tiny_gemma3, tiny_gemma3.to_tokens(TEXT)) > 0
     assert hook_snapshot(tiny_gemma3) == snap
+
+
+def test_a_mitigation_says_whether_it_is_active_at_a_length():
+    import tl_glasses as tg
+
+    model = tg.load_model("tiny:gemma3")
+    sw = tg.sliding_window(8)
+    assert sw.active_at(model, 8) is False and sw.active_at(model, 9) is True
+    assert tg.separators(every=3).active_at(model, 4) is True
+    assert (sw + tg.separators(every=3)).active_at(model, 4) is True
+    assert (sw + tg.sliding_window(16)).active_at(model, 12) is True
+    assert (sw + tg.sliding_window(16)).active_at(model, 4) is False

@@ -955,7 +955,7 @@ def collapse_sweep(
         mit = arms[label]
         base = dict(n_tokens_a=pr.n_tokens_a, n_tokens_b=pr.n_tokens_b, family=fam.name, level=level,
                     status="ok", floor_factor=floor_factor,
-                    mitigation_active=None if mit is None else _mitigation_active(mit, model, pr.n_tokens_b))
+                    mitigation_active=None if mit is None else mit.active_at(model, pr.n_tokens_b))
         if mode == "native":
             m, ta, tb, pb, ca, cb, cs, p = measure(d, label, n)
             if d == torch.float32 and rounds:
@@ -1008,24 +1008,3 @@ def collapse_sweep(
     if out is not None:
         res.save(out)
     return res
-
-
-def _mitigation_active(mit, model, n_tokens: int) -> bool | None:
-    """Whether the mitigation changes anything at this length (None: unknown)."""
-    from ..interventions import Compose, GlobalAttention, SlidingWindow, native_local_layers
-
-    parts = mit.parts if isinstance(mit, Compose) else (mit,)
-    flags = []
-    for p in parts:
-        if isinstance(p, SlidingWindow):
-            flags.append(n_tokens > p.window)
-        elif isinstance(p, GlobalAttention):
-            _, w = native_local_layers(model)
-            flags.append(w is not None and n_tokens > w)
-        elif p.has_transform:
-            flags.append(True)
-        else:
-            flags.append(None)
-    if any(f is True for f in flags):
-        return True
-    return None if any(f is None for f in flags) else False

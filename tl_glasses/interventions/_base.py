@@ -105,6 +105,11 @@ class Mitigation:
             )
         return change
 
+    def active_at(self, model, n_tokens: int) -> bool | None:
+        """Whether this mitigation changes the forward of an ``n_tokens`` input:
+        True, False, or None (unknown). A transform of the prompt always does."""
+        return True if self.has_transform else None
+
     @property
     def label(self) -> str:
         return self.name
@@ -167,6 +172,12 @@ class Compose(Mitigation):
             for p in self.parts:
                 stack.enter_context(p.patch(model))
             yield
+
+    def active_at(self, model, n_tokens: int) -> bool | None:
+        flags = [p.active_at(model, n_tokens) for p in self.parts]
+        if any(f is True for f in flags):
+            return True
+        return None if any(f is None for f in flags) else False
 
     @property
     def label(self) -> str:

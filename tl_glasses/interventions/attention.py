@@ -144,6 +144,9 @@ class SlidingWindow(Mitigation):
         out.append((final_hook_name(model), at_end))
         return out
 
+    def active_at(self, model, n_tokens: int) -> bool | None:
+        return n_tokens > self.window
+
     @property
     def label(self) -> str:
         lay = "" if self.layers is None else "@" + _fmt_layers(self.layers)
@@ -304,6 +307,10 @@ class GlobalAttention(Mitigation):
         """While applied: the layers whose window was lifted in the last forward."""
         st = _ACTIVE.get(id(model))
         return sorted(st["lifted"]) if st else []
+
+    def active_at(self, model, n_tokens: int) -> bool | None:
+        _, w = native_local_layers(model)
+        return w is not None and n_tokens > w
 
     @property
     def label(self) -> str:
