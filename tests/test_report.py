@@ -133,3 +133,16 @@ def test_report_renders_offline_in_chromium(smoke_report, tmp_path):
     assert state["views"] >= 1 and state["empty_views"] == 0, state
     assert state["images"] >= 8 and not state["broken"], state
     assert not errors, errors
+
+
+def test_the_all_global_step_is_skipped_on_a_model_without_local_layers(tmp_path, monkeypatch):
+    """A model whose layers all attend globally (Llama-style, Qwen2) has nothing to make
+    global: the step is left out instead of stopping the report."""
+    import tl_glasses as tg
+    from tl_glasses.viz import report as R
+
+    monkeypatch.setitem(R.PROFILES, "smoke", dict(R.PROFILES["smoke"], global_lengths=[8]))
+    model = tg.load_model("tiny:llama")
+    path = tg.report(model, tmp_path, profile="smoke", progress=False, steps=["global"])
+    assert path.exists()
+    assert not (tmp_path / "raw" / "global" / "result").exists()

@@ -225,8 +225,8 @@ def step_global(ctx: Context) -> StepOutput | None:
 
     lengths = ctx.p["global_lengths"]
     try:
-        local = native_local_layers(ctx.model)
-    except Exception:
+        local, _ = native_local_layers(ctx.model)
+    except Exception:  # noqa: BLE001 - not a transformers-backed model: nothing to compare
         local = []
     if not lengths or not local:
         return None
