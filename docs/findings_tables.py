@@ -37,13 +37,7 @@ COPY_RUNS = ["copy_last-score", "copy_first-score", "copy_last-hint-score", "cop
 
 
 def load(model: str, run: str) -> TaskResult | None:
-    d = DATA / model / run
-    if not (d / "rows.jsonl").exists():
-        return None
-    try:
-        return TaskResult.from_dir(d)
-    except Exception:  # noqa: BLE001 - no complete row yet
-        return None
+    return items.task_result(DATA, model, run)
 
 
 def num(v) -> str:
@@ -180,9 +174,26 @@ def collapse_figures() -> None:
             plt.close(fig)
 
 
+def bench_block(model: str) -> str:
+    """The benchmark ratios (``benchmarks/run.py --only qwen``, copied by ``docs/runs.sh bench``)."""
+    import json
+
+    p = DATA / model / "bench" / "qwen.json"
+    if not p.exists():
+        return "not run yet"
+    rows = []
+    for r in json.loads(p.read_text()):
+        secs = {k: v for k, v in r.items() if k.startswith("seconds") or k.endswith("_mb")}
+        rows.append([r["benchmark"], f"{r['value']:.3g} {r['unit']}", r.get("target", "") or "–",
+                     ", ".join(f"{k.replace('seconds_', '').replace('seconds', 'total')} {v:g}"
+                               + ("" if k.endswith("_mb") else " s") for k, v in secs.items())])
+    return table(["benchmark", "ratio", "target", "measured"], rows)
+
+
 def blocks(draw: bool) -> dict[str, str]:
     out = {}
     out["paper-items"] = items.paper_table(DATA)
+    out["qwen-bench"] = bench_block(QWEN)
     out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")

@@ -115,6 +115,7 @@ for part in "$@"; do
       ;;
     bench)
       MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0 nice -n 5 python benchmarks/run.py --only qwen
+      mkdir -p $OUT/bench && cp benchmarks/results/qwen.json $OUT/bench/qwen.json
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
