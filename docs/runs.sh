@@ -52,6 +52,12 @@ for part in "$@"; do
       $TG --task copy_last --lengths $COPY_L --prompt-type 1 --out $OUT/copy_last-type1-score
       $TG --task copy_last --lengths $COPY_L --prompt-type 2 --out $OUT/copy_last-type2-score
       ;;
+    copy-long)
+      # the paper's copying items only, to 4,096 digits (the conditions stop at COPY_MAX)
+      for task in copy_last copy_first; do
+        $TG --task $task --lengths $COPY_L --out $OUT/$task-score
+      done
+      ;;
     copy-score10)
       # ten distinct items per cell: the odd digit drawn from {0, 2..9} per item
       for task in copy_last copy_first; do
