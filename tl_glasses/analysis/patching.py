@@ -29,13 +29,18 @@ Positions of ``a`` and ``b`` are aligned explicitly (:func:`align_pair`): the sh
 token prefix from the start, everything after it from the end, so the last position
 of ``a`` always meets the last position of ``b`` and a repeated item leaves exactly its
 copy unmatched. The alignment is part of the result (``result.alignment``).
+
+Layout: this module is :func:`patch_pair` and what checks its arguments; the sites and
+the metric registry are in :mod:`~tl_glasses.analysis._patch_metrics`, the runs and the
+exact / attribution engines in :mod:`~tl_glasses.analysis._patch_run`, the alignment in
+:mod:`~tl_glasses.analysis._patch_align`, the results and their plots in
+:mod:`~tl_glasses.analysis._patch_results`. Every name is re-exported here, where it
+always was.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,7 +58,44 @@ from .._core import (
 )
 from ..errors import GlassesError, HookError, UnknownNameError
 from ._patch_align import Alignment, align_pair
+# re-exported: every name importable from here before the split still is (importing this
+# module also registers PatchResult and AttributionCheck, so saved results still load)
+from ._patch_metrics import (  # noqa: F401
+    _METRIC_BUILDERS,
+    DEFAULT_SITES,
+    METRICS,
+    SITES,
+    _build_metric,
+    _final_distance,
+    _final_projection,
+    _full_logits,
+    _hook_name,
+    _logit_diff,
+    _logits_of,
+    _Metric,
+    _single_token,
+    _unembed_rows,
+    list_metrics,
+    register_metric,
+)
 from ._patch_results import AttributionCheck, PatchResult, correlations
+from ._patch_run import (  # noqa: F401
+    _as_list,
+    _attribution,
+    _Cell,
+    _combine,
+    _exact,
+    _first_order,
+    _from_cache,
+    _identical,
+    _mitigation_name,
+    _pair_side_tokens,
+    _run_single,
+    _run_to_final,
+    _setter,
+    _user_cache_get,
+)
+from ._stop import _StopForward  # noqa: F401
 
 __all__ = [
     "SITES",
@@ -70,440 +112,7 @@ __all__ = [
     "patch_cache",
 ]
 
-# site -> (hook name template, has a head axis)
-SITES: dict[str, tuple[str, bool]] = {
-    "resid_pre": ("blocks.{layer}.hook_resid_pre", False),
-    "resid_mid": ("blocks.{layer}.hook_resid_mid", False),
-    "resid_post": ("blocks.{layer}.hook_resid_post", False),
-    "attn_out": ("blocks.{layer}.hook_attn_out", False),
-    "mlp_out": ("blocks.{layer}.hook_mlp_out", False),
-    "z": ("blocks.{layer}.attn.hook_z", True),
-}
-DEFAULT_SITES = ("resid_pre", "attn_out", "mlp_out", "z")
-METRICS = ("final_distance", "final_projection", "logit_diff")
 METHODS = ("exact", "attribution")
-
-
-def _hook_name(site: str, layer: int) -> str:
-    return SITES[site][0].format(layer=layer)
-
-
-# ---------------------------------------------------------------------------------
-# metrics (functions of the last position's final normalised representation y)
-# ---------------------------------------------------------------------------------
-@dataclass
-class _Metric:
-    name: str
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    info: dict
-
-
-def _unembed_rows(model, token_ids: Sequence[int]):
-    """(W [d_model, k], b [k] or None, softcap) for computing chosen logits from y."""
-    W = model.W_U
-    ids = torch.as_tensor(list(token_ids), device=W.device)
-    b = getattr(model, "b_U", None)
-    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
-    return W[:, ids].detach(), (None if b is None else b[ids].detach()), cap
-
-
-def _logits_of(y: torch.Tensor, W, b, cap) -> torch.Tensor:
-    """Chosen logits of one representation, row by row (batch-shape independent), float64."""
-    out = (y.double()[:, None] * W.double()).sum(0)
-    if b is not None:
-        out = out + b.double()
-    if cap > 0:
-        out = cap * torch.tanh(out / cap)
-    return out
-
-
-def _full_logits(model, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        out = model.unembed(y.reshape(1, 1, -1))[0, 0].double()
-    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0)
-    return cap * torch.tanh(out / cap) if cap > 0 else out
-
-
-def _single_token(model, tok) -> int:
-    if isinstance(tok, (int, np.integer)):
-        return int(tok)
-    if isinstance(tok, str):
-        ids = model.tokenizer.encode(tok, add_special_tokens=False)
-        if len(ids) != 1:
-            raise GlassesError(
-                f"answer token {tok!r} is {len(ids)} tokens ({ids}); pass a string that is one "
-                f"token, or the token id"
-            )
-        return int(ids[0])
-    raise GlassesError(f"an answer token is a string or an int id, not {type(tok).__name__}")
-
-
-# the metric registry: name -> (builder(model, y_a, y_b, answer_tokens) -> _Metric, description)
-_METRIC_BUILDERS: dict[str, tuple[Callable[..., _Metric], str]] = {}
-
-
-def register_metric(name: str, description: str, *, overwrite: bool = False):
-    """Register a patching metric builder under ``name`` (a decorator). The builder takes
-    ``(model, y_a, y_b, answer_tokens)`` and returns the metric; refuses a name already
-    registered unless ``overwrite=True``."""
-
-    def deco(fn):
-        if name in _METRIC_BUILDERS and not overwrite:
-            raise GlassesError(f"a patching metric named {name!r} is already registered; pass overwrite=True")
-        _METRIC_BUILDERS[name] = (fn, description)
-        return fn
-
-    return deco
-
-
-def list_metrics():
-    """A table of the registered patching metrics: name and definition."""
-    import pandas as pd
-
-    return pd.DataFrame([dict(name=k, description=d) for k, (_, d) in sorted(_METRIC_BUILDERS.items())],
-                        columns=["name", "description"])
-
-
-@register_metric("final_distance", "||y - y_b||_2, y the final norm output at the last position")
-def _final_distance(model, y_a, y_b, answer_tokens) -> _Metric:
-    yb = y_b.detach().double()
-
-    def dist(y):
-        return torch.linalg.vector_norm(y.double() - yb)
-
-    return _Metric("final_distance", dist,
-                   {"norm": "L2", "definition": "||y - y_b||_2 (y: final norm output, last position)"})
-
-
-@register_metric("final_projection", "(y - y_a)·(y_b - y_a) / ||y_b - y_a||^2: 0 at a's value, 1 at b's")
-def _final_projection(model, y_a, y_b, answer_tokens) -> _Metric:
-    ya, yb = y_a.detach().double(), y_b.detach().double()
-    u = yb - ya
-    den = float((u * u).sum())
-
-    def proj(y):
-        if den == 0.0:
-            return (y.double() - ya).sum() * 0.0
-        return ((y.double() - ya) * u).sum() / den
-
-    return _Metric("final_projection", proj, {"definition": "(y - y_a)·(y_b - y_a) / ||y_b - y_a||^2"})
-
-
-@register_metric("logit_diff", "logit[t_b] - logit[t_a] at the last position (answer_tokens, or the tokens "
-                               "the two runs move most)")
-def _logit_diff(model, y_a, y_b, answer_tokens) -> _Metric:
-    if answer_tokens is None:
-        la, lb = _full_logits(model, y_a), _full_logits(model, y_b)
-        d = lb - la
-        t_plus, t_minus = int(d.argmax()), int(d.argmin())
-        chosen = "argmax / argmin of logits(b) - logits(a)"
-    else:
-        if len(answer_tokens) != 2:
-            raise GlassesError("answer_tokens is a pair (token favoured by b, token favoured by a)")
-        t_plus, t_minus = (_single_token(model, t) for t in answer_tokens)
-        chosen = "given"
-    W, bias, cap = _unembed_rows(model, [t_plus, t_minus])
-
-    def logit_diff(y):
-        lg = _logits_of(y, W, bias, cap)
-        return lg[0] - lg[1]
-
-    try:
-        strs = model.tokenizer.convert_ids_to_tokens([t_plus, t_minus])
-    except Exception:  # pragma: no cover - tokenizer without that method
-        strs = [str(t_plus), str(t_minus)]
-    return _Metric("logit_diff", logit_diff, {"tokens": [t_plus, t_minus], "token_strings": strs,
-                                              "chosen": chosen, "softcap": cap,
-                                              "definition": "logit[t_b] - logit[t_a] at the last position"})
-
-
-def _build_metric(model, metric, y_a, y_b, answer_tokens) -> _Metric:
-    if callable(metric):
-        name = getattr(metric, "__name__", "custom")
-        return _Metric(name if name != "<lambda>" else "custom", metric, {})
-    if metric in _METRIC_BUILDERS:
-        return _METRIC_BUILDERS[metric][0](model, y_a, y_b, answer_tokens)
-    raise UnknownNameError("patching metric", metric, sorted(_METRIC_BUILDERS) + ["<callable>"])
-
-
-# ---------------------------------------------------------------------------------
-# running: capture at chosen positions, stop after the final norm
-# ---------------------------------------------------------------------------------
-class _StopForward(Exception):
-    """Raised by our own hook after ln_final: nothing after it (the unembedding) is needed."""
-
-
-def _run_to_final(model, tokens, fwd_hooks, captures: Mapping[str, torch.Tensor] | None = None,
-                  mitigation=None):
-    """Run ``tokens`` with ``fwd_hooks``; return (y at the last position ``[batch, d]``,
-    {hook name: activation at the given positions ``[batch, P, ...]``}).
-
-    The forward stops right after the final norm. Captures are detached copies of the
-    positions asked for only (never the whole activation)."""
-    got: dict[str, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-
-    def grab_final(t, hook):
-        out["y"] = t[:, -1]
-        raise _StopForward
-
-    hooks = list(fwd_hooks)
-    for name, pos in (captures or {}).items():
-        def cap(t, hook, name=name, pos=pos):
-            got[name] = t[:, pos.to(t.device)].detach().clone()
-            return None
-
-        hooks.append((name, cap))
-    hooks.append((FINAL, grab_final))
-    try:
-        if mitigation is not None:  # its patch (mask edits) + its hooks, then ours
-            with mitigation.applied(model, fwd_hooks=hooks):
-                model(tokens, return_type=None)
-        else:
-            with hooks_context(model, hooks):
-                model(tokens, return_type=None)
-    except _StopForward:
-        pass
-    if "y" not in out:
-        raise HookError(
-            f"the run did not reach {FINAL}; this model does not fire that hook. Load it with "
-            f"tl_glasses.load_model or tl_glasses.wrap_model (TransformerBridge)"
-        )
-    missing = [n for n in (captures or {}) if n not in got]
-    if missing:
-        raise HookError(f"these hook points did not fire during the run: {missing}")
-    return out["y"], got
-
-
-def _user_cache_get(cache, name: str, what: str):
-    try:
-        return cache[name]
-    except (KeyError, TypeError):
-        pass
-    keys = list(cache.keys()) if hasattr(cache, "keys") else []
-    raise GlassesError(
-        f"{what} does not hold {name!r} (it holds {len(keys)} entries"
-        f"{': ' + ', '.join(keys[:6]) + (' …' if len(keys) > 6 else '') if keys else ''}). "
-        f"Build it with model.run_with_cache(tokens, names_filter=tl_glasses.analysis.patching."
-        f"patch_hook_names(model, sites, layers)) or tl_glasses.analysis.patching.patch_cache(...)"
-    )
-
-
-def _from_cache(cache, names_pos: Mapping[str, torch.Tensor], n_tokens: int, what: str):
-    """(y_last [1, d], {name: act at positions [1, P, ...]}) from a user's cache, checked."""
-    out = {}
-    for name, pos in list(names_pos.items()) + [(FINAL, None)]:
-        t = _user_cache_get(cache, name, what)
-        if not isinstance(t, torch.Tensor):
-            raise GlassesError(f"{what}[{name!r}] is a {type(t).__name__}, not a tensor")
-        if t.ndim >= 2 and t.shape[0] == 1 and t.shape[1] == n_tokens:
-            t = t[0]
-        elif t.shape[0] != n_tokens:
-            raise GlassesError(
-                f"{what}[{name!r}] has shape {tuple(t.shape)}, but the prompt has {n_tokens} tokens: "
-                f"pass the cache of this one prompt (batch size 1)"
-            )
-        out[name] = t
-    y = out.pop(FINAL)[-1][None]
-    acts = {name: out[name][pos.to(out[name].device)][None] for name, pos in names_pos.items()}
-    return y, acts
-
-
-# ---------------------------------------------------------------------------------
-# mitigations (values from tl_glasses.interventions): hooks and prompt transforms
-# ---------------------------------------------------------------------------------
-def _as_list(m) -> list:
-    if m is None:
-        return []
-    if isinstance(m, (list, tuple)):
-        return list(m)
-    return [m]
-
-
-def _combine(mitigations: list):
-    """One Mitigation (or None) from a list of mitigations / spec strings."""
-    from ..interventions import as_mitigation
-
-    return as_mitigation(list(mitigations)) if mitigations else None
-
-
-def _mitigation_name(m) -> str | None:
-    return None if m is None else str(getattr(m, "label", repr(m)))
-
-
-def _pair_side_tokens(model, pair, side: str, mitigation):
-    """Tokens of one side of a family pair, with a mitigation's prompt transform applied
-    (through the family's own PromptSpec, as ``SequenceFamily.pair`` does)."""
-    if mitigation is None or not mitigation.has_transform:
-        return pair.a if side == "a" else pair.b
-    spec = getattr(pair, "spec", None)
-    if spec is None:
-        raise GlassesError(
-            "prompt mitigations (separators, prompt_structure) need a pair built by a family "
-            "(tl_glasses.get_family(...).pair(model, n)); plain prompts or tokens cannot be re-built"
-        )
-    spec = mitigation.transform(spec)
-    ta = spec.tokenize(model)
-    if side == "a":
-        return ta.tokens
-    if pair.level == "item":
-        return spec.with_items(spec.items + (spec.items[-1],)).tokenize(model).tokens
-    return torch.cat([ta.tokens, ta.tokens[-1:]])
-
-
-# ---------------------------------------------------------------------------------
-# the engines
-# ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Cell:
-    site: str
-    layer: int
-    position: int  # in a
-    head: int | None
-
-    @property
-    def hook(self) -> str:
-        return _hook_name(self.site, self.layer)
-
-
-def _exact(model, toks_a, groups, src, act_a, metric, m_a, y_a, mit_a, batch_size, progress):
-    """Metric of ``a`` with each group of cells patched (one group = one run).
-
-    ``src``/``act_a``: {hook: {a position: tensor[...]}} (source values and a's own).
-    Returns (metric values, info dict)."""
-    dev = toks_a.device
-    results = torch.full((len(groups),), float("nan"), dtype=torch.float64)
-    todo = []
-    skipped = 0
-    for i, g in enumerate(groups):
-        live = [c for c in g if not _identical(src, act_a, c)]
-        if not live:
-            results[i] = float(m_a)  # every value patched equals a's own: the run is a's run
-            skipped += 1
-        else:
-            todo.append((i, live))
-    n_batches = 0
-    fallback_batches = 0
-    bs = max(1, int(batch_size))
-
-    def run_rows(rows):  # rows: list of (result index, cells); row 0 of the batch is unpatched
-        per_hook: dict[str, list] = {}
-        for r, (_, cells) in enumerate(rows, start=1):
-            for c in cells:
-                per_hook.setdefault(c.hook, []).append((r, c))
-        hooks = []
-        for name, entries in per_hook.items():
-            hooks.append((name, _setter(entries, src[name])))
-        toks = toks_a.repeat(len(rows) + 1, 1)
-        with torch.no_grad():
-            y, _ = _run_to_final(model, toks, hooks, None, mit_a)
-        return y
-
-    it = range(0, len(todo), bs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, total=math.ceil(len(todo) / bs), desc="exact patching", unit="batch")
-    for start in it:
-        rows = todo[start:start + bs]
-        n_batches += 1
-        y = run_rows(rows) if bs > 1 else None
-        if y is not None and torch.equal(y[0], y_a[0]):
-            for r, (i, _) in enumerate(rows, start=1):
-                results[i] = float(metric.fn(y[r]))
-            continue
-        if y is not None:
-            fallback_batches += 1
-        for i, cells in rows:  # one run per group, each [a, a-patched]: batch of 2 is one shape;
-            y1 = _run_single(model, toks_a, cells, src, mit_a)
-            results[i] = float(metric.fn(y1[0]))
-    info = dict(batch_size=bs, batches=n_batches, fallback_batches=fallback_batches,
-                skipped_identical=skipped, runs=len(todo))
-    return results, info
-
-
-def _run_single(model, toks_a, cells, src, mit_a):
-    per_hook: dict[str, list] = {}
-    for c in cells:
-        per_hook.setdefault(c.hook, []).append((0, c))
-    hooks = [(name, _setter(entries, src[name])) for name, entries in per_hook.items()]
-    with torch.no_grad():
-        y, _ = _run_to_final(model, toks_a, hooks, None, mit_a)
-    return y
-
-
-def _identical(src, act_a, c: _Cell) -> bool:
-    s = src[c.hook][c.position]
-    a = act_a[c.hook][c.position]
-    if c.head is not None:
-        s, a = s[c.head], a[c.head]
-    return torch.equal(s, a)
-
-
-def _setter(entries, values_by_pos):
-    rows = torch.tensor([r for r, _ in entries])
-    pos = torch.tensor([c.position for _, c in entries])
-    heads = [c.head for _, c in entries]
-    has_head = heads[0] is not None
-    if has_head:
-        hd = torch.tensor(heads)
-        vals = torch.stack([values_by_pos[c.position][c.head] for _, c in entries])
-    else:
-        vals = torch.stack([values_by_pos[c.position] for _, c in entries])
-
-    def hook(act, hook):
-        act = act.clone()
-        v = vals.to(device=act.device, dtype=act.dtype)
-        if has_head:
-            act[rows.to(act.device), pos.to(act.device), hd.to(act.device)] = v
-        else:
-            act[rows.to(act.device), pos.to(act.device)] = v
-        return act
-
-    return hook
-
-
-def _attribution(model, toks_a, needs, build_metric, mit_a):
-    """One forward + one backward on ``a``: the metric's gradient at every (hook, position).
-
-    Zero-valued leaves are added at each site (``act + 0``: the forward is unchanged) and
-    the gradient is taken with respect to them, so nothing depends on how a bridge
-    reshapes the tensor handed to a hook, and no parameter ``.grad`` is touched.
-    ``build_metric(y_a)`` makes the metric from this very run's ``y``.
-    Returns (y_a, {hook: a's activation at the positions}, {hook: gradient or None}, metric)."""
-    eps: dict[str, torch.Tensor] = {}
-    acts: dict[str, torch.Tensor] = {}
-
-    def make(name, pos):
-        def hook(act, hook):
-            e = torch.zeros((act.shape[0], len(pos), *act.shape[2:]), dtype=act.dtype,
-                            device=act.device, requires_grad=True)
-            eps[name] = e
-            acts[name] = act[:, pos.to(act.device)].detach().clone()
-            return act.index_add(1, pos.to(act.device), e)
-
-        return hook
-
-    hooks = [(name, make(name, pos)) for name, pos in needs.items()]
-    with torch.enable_grad():
-        y, _ = _run_to_final(model, toks_a, hooks, None, mit_a)
-        met = build_metric(y.detach()[0])
-        m = met.fn(y[0])
-        if not m.requires_grad:
-            raise GlassesError(
-                "the metric does not depend on the model's output through autograd; attribution "
-                "needs a differentiable metric of y"
-            )
-        names = list(needs)
-        grads = torch.autograd.grad(m, [eps[n] for n in names], allow_unused=True)
-    return y.detach(), acts, {n: (None if g is None else g[0]) for n, g in zip(names, grads)}, met
-
-
-def _first_order(grad, delta) -> torch.Tensor:
-    """grad · delta over the feature axis: ``[P]`` (or ``[P, head]`` for z)."""
-    if grad is None:
-        return torch.zeros(delta.shape[:-1], dtype=torch.float64)
-    return (grad.double() * delta.double()).sum(-1).cpu()
 
 
 # ---------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ holds one layer's ``[heads, n, n]`` scores at a time.
 
 The depth profile needs no storage: the first column of the partial products
 ``P_ℓ = Ā^(ℓ)···Ā^(0)`` (for every row) is a column chain run as the patterns arrive.
+
+Layout: the results and their plots are in :mod:`~tl_glasses.analysis._path_results`,
+re-exported here, where they always were.
 """
 from __future__ import annotations
 
@@ -36,8 +39,11 @@ import torch
 
 from .._core import as_tokens, check_hooks, hooks_context, n_layers, require_eval
 from ..errors import GlassesError, HookError, UnknownNameError
-from ..results import Result, register_result
-from .sensitivity import _model_name, token_strings, u_shape
+# re-exported: importing this module registers PathResult and DepthResult, so results
+# saved before the split (module tl_glasses.analysis.paths) still load
+from ._path_results import DepthResult, PathResult
+from ._stop import _StopForward  # our hooks end a forward early with it
+from ._sensitivity_result import _model_name, token_strings, u_shape  # noqa: F401
 
 __all__ = [
     "path_bound",
@@ -57,10 +63,6 @@ __all__ = [
 VARIANTS = ("bound", "rollout", "attention")
 HEADS = ("mean", "max", "none")
 Beta = Union[float, Sequence[float], str]
-
-
-class _StopForward(Exception):
-    """Raised after the last pattern is captured: the rest of the forward is not needed."""
 
 
 # --------------------------------------------------------------------------- patterns
@@ -210,7 +212,7 @@ def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPa
         seen.add(layer)
         on_layer(layer, pat)
         if len(seen) == L:
-            raise _StopForward
+            raise _StopForward  # the last pattern is captured: the rest of the forward is not needed
 
     def pattern_hook(layer):
         def hook(t, hook):
@@ -323,107 +325,6 @@ def full_product(patterns: Sequence[LayerPattern], *, variant: str = "bound", be
         a, b = _coefficients(variant, betas[layer])
         P = a * (patterns[layer].dense().to(dtype) @ P) + b * P
     return P
-
-
-# --------------------------------------------------------------------------- results
-
-
-@register_result
-@dataclass(repr=False)
-class PathResult(Result):
-    """The last row of the path product: one value per input position.
-
-    ``values`` ``[n]``: ``B[n, i]``, the weighted count of causal paths i → n.
-    ``df`` columns: ``position``, ``token_id``, ``token``, ``value``, ``share``
-    (value over the row sum).
-    """
-
-    title = "path-product bound"
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self.tensors["values"]
-
-    @property
-    def tokens(self) -> torch.Tensor:
-        return self.tensors["tokens"]
-
-    def u_shape(self, positions=None) -> dict[str, float]:
-        return u_shape(self.values, positions)
-
-    def summary(self) -> str:
-        v = self.values.double()
-        share0 = float(v[0] / v.sum()) if v.sum() > 0 else float("nan")
-        return (
-            f"{self.meta.get('variant')} path product (heads={self.meta.get('heads')}), "
-            f"{v.numel()} positions; first-token share {share0:.3g}, last-token share "
-            f"{float(v[-1] / v.sum()):.3g}; {self.meta.get('banded_layers', 0)} banded layers"
-        )
-
-    def plot(self, ax=None, *, share: bool = True):
-        """Path weight vs position, log axis."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-        v = self.values.double()
-        if share:
-            v = v / v.sum()
-        ax.plot(range(v.numel()), v.numpy(), lw=1.2, color="C1")
-        ax.set_yscale("log")
-        ax.set_xlabel("position i")
-        ax.set_ylabel("paths i → n" + (" (share of row)" if share else ""))
-        ax.set_title(
-            f"{self.meta.get('model', '')}: {self.meta.get('variant')} (heads={self.meta.get('heads')})",
-            fontsize=9,
-        )
-        return ax.figure
-
-
-@register_result
-@dataclass(repr=False)
-class DepthResult(Result):
-    """How the path product approaches the rank-one limit with depth (Prop. B.8).
-
-    One row per layer ℓ (partial product ``P_ℓ = Ā^(ℓ)···Ā^(0)``, rows normalised):
-    ``first_token_mass`` (last row's weight on position 0), ``dist_last``
-    (``1 - first_token_mass``: total-variation distance of the last row from e_1),
-    ``dist_inf`` (``‖P̂_ℓ - 1e_1ᵀ‖_∞ = 2·max_i(1 - P̂_ℓ[i,0])``), the layer's eigenvalues
-    (its diagonal: ``lambda2`` = largest eigenvalue of Ā after the first, ``diag_mean``,
-    ``unit_eigs`` = rows after the first with a single non-zero, which break Lemma B.6's
-    condition), ``band`` (window width, n when dense).
-
-    ``values``: first-token mass ``[L]``; tensors ``first_column`` ``[L, n]`` and
-    ``eigenvalues`` ``[L, n]``.
-    """
-
-    title = "depth profile"
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self.tensors["values"]
-
-    def summary(self) -> str:
-        v = self.values
-        return (
-            f"{self.meta.get('variant')} partial products over {v.numel()} layers, n={self.meta.get('n_tokens')}: "
-            f"last-row first-token mass {float(v[0]):.3g} after layer 0 → {float(v[-1]):.3g} after layer {v.numel() - 1}"
-        )
-
-    def plot(self, ax=None):
-        """First-token mass of the last row and distance from the limit vs depth."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3.2))
-        df = self.df
-        ax.plot(df["layer"], df["first_token_mass"], "o-", ms=3, label="first-token mass (last row)")
-        ax.plot(df["layer"], df["dist_inf"] / 2, "s--", ms=3, label="max_i (1 - P̂[i,0])")
-        ax.set_xlabel("layer ℓ (partial product Ā^(ℓ)···Ā^(0))")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=7)
-        ax.set_title(f"{self.meta.get('model', '')}: depth limit ({self.meta.get('variant')})", fontsize=9)
-        return ax.figure
 
 
 # --------------------------------------------------------------------------- analysers

@@ -21,16 +21,18 @@ Three methods, all positions at once:
 
 Forward, metric and ``torch.autograd.grad`` run inside one hooks context: no hook
 is left behind, parameter ``.grad`` is never touched, the model must be in eval mode.
+
+Layout: this module is the analyser and what checks its arguments; the hooked forward
+and the estimators are in :mod:`~tl_glasses.analysis._sensitivity_grad`, the result and
+its plot in :mod:`~tl_glasses.analysis._sensitivity_result`. Every name is re-exported
+here, where it always was.
 """
 from __future__ import annotations
 
-import math
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Callable, Sequence, Union
 
-import pandas as pd
 import torch
 
 from .._core import (
@@ -48,7 +50,19 @@ from .._core import (
 from ..errors import GlassesError, HookError, UnknownNameError
 from ._fused import fused_attention
 from ._probe import resolve_attn_impl
-from ..results import Result, register_result
+# re-exported: every name importable from here before the split still is (importing this
+# module also registers SensitivityResult, so results saved before the split still load)
+from ._sensitivity_grad import (  # noqa: F401
+    _forward,
+    _grad,
+    _Graph,
+    _hutchinson_sq,
+    _jacobian_sq,
+    _norms,
+    _per_probe_norms,
+)
+from ._sensitivity_result import SensitivityResult, _frame, _model_name, _regions, token_strings, u_shape  # noqa: F401
+from ._stop import _StopForward  # noqa: F401
 
 __all__ = ["sensitivity", "SensitivityResult", "METHODS", "u_shape", "token_strings"]
 
@@ -58,11 +72,7 @@ PROBE_DISTRIBUTIONS = ("gaussian", "rademacher")
 Metric = Union[None, int, str, tuple, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
-class _StopForward(Exception):
-    """Raised from the target hook to skip the rest of the forward (never escapes)."""
-
-
-# --------------------------------------------------------------------------- result
+# --------------------------------------------------------------------------- non-finite values
 
 
 class _NonFinite(Exception):
@@ -75,123 +85,6 @@ class _NonFinite(Exception):
     def check(t: torch.Tensor, what: str) -> None:
         if not torch.isfinite(t).all():
             raise _NonFinite(what)
-
-
-def _regions(n: int) -> dict[str, slice]:
-    k = max(1, n // 10)
-    mid0 = max(0, (n - k) // 2)
-    return {"start": slice(0, k), "middle": slice(mid0, mid0 + k), "end": slice(n - k, n)}
-
-
-def u_shape(values: torch.Tensor, positions: Sequence[int] | slice | None = None) -> dict[str, float]:
-    """Mean of ``values`` over the first, middle and last tenth of ``positions``
-    (default: all positions), and the ratios start/middle and end/middle.
-
-    A U-shape (paper Sec. 5, "U-shape effect") shows as both ratios > 1.
-    """
-    v = values.detach().double().cpu().flatten()
-    if positions is not None:
-        v = v[positions] if isinstance(positions, slice) else v[torch.as_tensor(list(positions))]
-    n = v.numel()
-    if n < 3:
-        raise GlassesError(f"a U-shape summary needs at least 3 positions, got {n}")
-    out = {name: float(v[s].mean()) for name, s in _regions(n).items()}
-    mid = out["middle"]
-    out["start/middle"] = out["start"] / mid if mid > 0 else math.inf
-    out["end/middle"] = out["end"] / mid if mid > 0 else math.inf
-    return out
-
-
-def token_strings(model, tokens: torch.Tensor) -> list[str]:
-    tok = getattr(model, "tokenizer", None)
-    ids = tokens.flatten().tolist()
-    if tok is None:
-        return [str(i) for i in ids]
-    return [tok.decode([i]) for i in ids]
-
-
-@register_result
-@dataclass(repr=False)
-class SensitivityResult(Result):
-    """Per-position sensitivity of the last token (one row per wrt hook and position).
-
-    ``values``: ``[n]`` for one ``wrt`` hook, ``[layers, n]`` for a list or "all".
-    ``df`` columns: ``wrt``, ``layer`` (index in the wrt list), ``position``,
-    ``token_id``, ``token``, ``value`` (‖∂y_n/∂h_i‖), ``value_sq`` (its square),
-    ``stderr``/``stderr_sq`` (Hutchinson only; NaN otherwise), ``share`` (value_sq
-    over the sum of value_sq over positions, per wrt hook).
-    """
-
-    title = "over-squashing sensitivity"
-
-    @property
-    def values(self) -> torch.Tensor:
-        v = self.tensors["values"]
-        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
-
-    @property
-    def values_sq(self) -> torch.Tensor:
-        v = self.tensors["values_sq"]
-        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
-
-    @property
-    def stderr_sq(self) -> torch.Tensor | None:
-        v = self.tensors.get("stderr_sq")
-        if v is None:
-            return None
-        return v[0] if self.meta.get("single_wrt", True) and v.shape[0] == 1 else v
-
-    @property
-    def tokens(self) -> torch.Tensor:
-        return self.tensors["tokens"]
-
-    @property
-    def wrt(self) -> list[str]:
-        return list(self.meta.get("wrt", []))
-
-    def u_shape(self, positions: Sequence[int] | slice | None = None) -> pd.DataFrame:
-        """Start/middle/end-tenth means per wrt hook (see :func:`u_shape`)."""
-        vals = self.tensors["values"]
-        rows = [dict(wrt=w, **u_shape(vals[k], positions)) for k, w in enumerate(self.wrt)]
-        return pd.DataFrame(rows)
-
-    def summary(self) -> str:
-        vals = self.tensors["values"]
-        n = vals.shape[-1]
-        u = u_shape(vals[0]) if n >= 3 else None
-        head = (
-            f"{self.meta.get('method')} sensitivity of {self.meta.get('target')}[{self.meta.get('target_pos')}] "
-            f"w.r.t. {self.wrt[0] if len(self.wrt) == 1 else f'{len(self.wrt)} hooks'}, {n} positions"
-        )
-        if u:
-            head += (
-                f"; mean by tenth start {u['start']:.3g} / middle {u['middle']:.3g} / end {u['end']:.3g}"
-            )
-        return head
-
-    def plot(self, ax=None, *, normalise: bool = False, layers: Sequence[int] | None = None):
-        """Sensitivity vs position on a log axis (one line per wrt hook)."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7, 3.2))
-        vals = self.tensors["values"].double()
-        idx = list(range(vals.shape[0])) if layers is None else list(layers)
-        cmap = plt.get_cmap("viridis")
-        for j, k in enumerate(idx):
-            v = vals[k]
-            if normalise:
-                v = v / v.sum()
-            color = cmap(j / max(1, len(idx) - 1)) if len(idx) > 1 else "C0"
-            ax.plot(range(v.numel()), v.numpy(), lw=1.2, color=color, label=self.wrt[k])
-        ax.set_yscale("log")
-        ax.set_xlabel("position i")
-        ylabel = "‖∂y_n/∂h_i‖" + (" (share)" if normalise else "")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{self.meta.get('model', '')}: {self.meta.get('method')} sensitivity", fontsize=9)
-        if 1 < len(idx) <= 8:
-            ax.legend(fontsize=6)
-        return ax.figure
 
 
 # --------------------------------------------------------------------------- helpers
@@ -300,60 +193,6 @@ def _jacobian_chunk(model, n: int, n_wrt: int, width: int, total: int, budget: f
     return _auto_chunk(model, n, n_wrt, width, total, budget)
 
 
-class _Graph:
-    """One forward with the wrt activations captured (the first one replaced by a
-    leaf) and the target captured; the forward stops right after the target
-    unless logits are needed."""
-
-    def __init__(self, wrt: list[str], target: str, target_pos: int, need_logits: bool):
-        self.wrt, self.target, self.target_pos, self.need_logits = wrt, target, target_pos, need_logits
-        self.acts: dict[str, torch.Tensor] = {}
-        self.y: torch.Tensor | None = None
-        self.leaf: torch.Tensor | None = None
-
-    def hook_for(self, name: str):
-        # keyed by the name asked for: an alias (hook_resid_pre) fires as its target (hook_in)
-        return lambda t, hook: self.wrt_hook(t, hook, name)
-
-    def wrt_hook(self, t, hook, name: str):
-        if name in self.acts:
-            raise HookError(f"hook {name!r} fired twice in one forward; sensitivity needs a hook that fires once")
-        if not isinstance(t, torch.Tensor) or t.ndim < 3 or not t.is_floating_point():
-            raise HookError(
-                f"wrt hook {name!r} gives {type(t).__name__} "
-                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}; sensitivity needs an activation "
-                f"shaped [batch, pos, ...] such as blocks.L.hook_resid_pre"
-            )
-        if self.leaf is None:
-            # the first wrt hook to fire becomes the leaf: nothing upstream is recorded
-            x = t.detach().clone().requires_grad_(True)
-            self.leaf = x
-            self.acts[name] = x
-            return x
-        self.acts[name] = t
-        return t
-
-    def target_hook(self, t, hook):
-        if not isinstance(t, torch.Tensor) or t.ndim < 3:
-            raise HookError(f"target hook {self.target!r} must give [batch, pos, ...], got {type(t).__name__}")
-        self.y = t
-        if not self.need_logits:
-            raise _StopForward
-
-
-def _forward(model, tokens, graph: _Graph, *, keep_last_logits: bool):
-    kw: dict[str, Any] = {}
-    if graph.need_logits:
-        if keep_last_logits:
-            kw["logits_to_keep"] = 1
-        return model(tokens, return_type="logits", **kw)
-    try:
-        model(tokens, return_type=None)
-    except _StopForward:
-        pass
-    return None
-
-
 def _scalar_from_logits(model, metric: Metric, logits: torch.Tensor) -> torch.Tensor:
     last = logits[0, -1]
     if metric is None:
@@ -372,19 +211,6 @@ def _scalar_from_logits(model, metric: Metric, logits: torch.Tensor) -> torch.Te
             f"it returned {type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
         )
     return out.reshape(())
-
-
-def _norms(g: torch.Tensor, pos_dim: int) -> torch.Tensor:
-    """Sum of squares over every dim except ``pos_dim`` (accumulated in float64)."""
-    g = g.detach().to(torch.float64)
-    dims = [d for d in range(g.ndim) if d != pos_dim]
-    return g.pow(2).sum(dim=dims)
-
-
-def _per_probe_norms(g: torch.Tensor) -> torch.Tensor:
-    """[probes, batch=1, pos, ...] -> [probes, pos] sums of squares (float64)."""
-    g = g.detach().to(torch.float64)
-    return g.pow(2).flatten(3).sum(-1)[:, 0] if g.ndim > 3 else g.pow(2)[:, 0]
 
 
 # --------------------------------------------------------------------------- analyser
@@ -558,98 +384,3 @@ def sensitivity(
         seconds=round(elapsed, 4),
     )
     return SensitivityResult(df=_frame(model, tokens, wrt_names, tensors), meta=meta, tensors=tensors)
-
-
-def _grad(scalar_or_y, inputs, **kw):
-    grads = torch.autograd.grad(scalar_or_y, inputs, allow_unused=True, **kw)
-    bad = [i for i, g in enumerate(grads) if g is None]
-    if bad:
-        raise HookError(
-            "the target does not depend on the activation at "
-            f"{[inputs[i].shape for i in bad]} (no gradient path); check the wrt hooks"
-        )
-    return grads
-
-
-def _jacobian_sq(y: torch.Tensor, inputs: list[torch.Tensor], k: int) -> torch.Tensor:
-    """Exact squared Frobenius norms Σ_o ‖∂y_o/∂h_i‖² for every wrt and position,
-    from one-hot vector–Jacobian products, ``k`` at a time through one graph."""
-    width = y.numel()
-    acc = [torch.zeros(a.shape[1], dtype=torch.float64, device=a.device) for a in inputs]
-    flat_shape = y.shape
-    starts = list(range(0, width, k))
-    if k == 1:  # one VJP at a time: a plain backward, no vmap
-        flat = y.reshape(-1)
-        for o in range(width):
-            e_o = torch.zeros_like(flat)
-            e_o[o] = 1
-            grads = _grad(y, inputs, grad_outputs=e_o.reshape(flat_shape), retain_graph=o < width - 1)
-            for a, g in zip(acc, grads):
-                a += _norms(g, 1)
-        return torch.stack(acc)
-    for j, s in enumerate(starts):
-        e = min(width, s + k)
-        eye = torch.zeros(e - s, width, dtype=y.dtype, device=y.device)
-        eye[torch.arange(e - s), torch.arange(s, e)] = 1
-        grads = _grad(
-            y, inputs, grad_outputs=eye.reshape(e - s, *flat_shape),
-            retain_graph=j < len(starts) - 1, is_grads_batched=True,
-        )
-        for a, g in zip(acc, grads):
-            a += _per_probe_norms(g).sum(0)
-    return torch.stack(acc)
-
-
-def _hutchinson_sq(y, inputs, probes: int, k: int, seed: int, dist: str):
-    gen = torch.Generator(device=y.device).manual_seed(int(seed))
-    per = [[] for _ in inputs]
-    starts = list(range(0, probes, k))
-    for j, s in enumerate(starts):
-        e = min(probes, s + k)
-        if dist == "gaussian":
-            u = torch.randn((e - s, *y.shape), generator=gen, device=y.device, dtype=torch.float32)
-        else:
-            u = torch.randint(0, 2, (e - s, *y.shape), generator=gen, device=y.device).float() * 2 - 1
-        grads = _grad(y, inputs, grad_outputs=u.to(y.dtype), retain_graph=j < len(starts) - 1,
-                      is_grads_batched=True)
-        for p, g in zip(per, grads):
-            p.append(_per_probe_norms(g))
-    est, se = [], []
-    for p in per:
-        x = torch.cat(p)  # [probes, pos]
-        est.append(x.mean(0))
-        se.append(x.std(0, unbiased=True) / math.sqrt(probes))
-    return torch.stack(est), torch.stack(se)
-
-
-def _model_name(model) -> str:
-    info = getattr(model, "tl_glasses_info", None) or {}
-    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
-
-
-def _frame(model, tokens, wrt_names, tensors) -> pd.DataFrame:
-    n = tokens.shape[-1]
-    ids = tokens[0].tolist()
-    strs = token_strings(model, tokens)
-    vals, sq = tensors["values"].double(), tensors["values_sq"]
-    se_sq = tensors.get("stderr_sq")
-    frames = []
-    for k, w in enumerate(wrt_names):
-        total = float(sq[k].sum())
-        s = sq[k].double()
-        se = se_sq[k].double() if se_sq is not None else None
-        # delta method: se(sqrt(x)) = se(x) / (2 sqrt(x))
-        se_norm = (se / (2 * s.clamp_min(1e-300).sqrt())) if se is not None else None
-        frames.append(pd.DataFrame({
-            "wrt": w,
-            "layer": k,
-            "position": range(n),
-            "token_id": ids,
-            "token": strs,
-            "value": vals[k].numpy(),
-            "value_sq": s.numpy(),
-            "stderr": se_norm.numpy() if se_norm is not None else float("nan"),
-            "stderr_sq": se.numpy() if se is not None else float("nan"),
-            "share": (s / total).numpy() if total > 0 else float("nan"),
-        }))
-    return pd.concat(frames, ignore_index=True)

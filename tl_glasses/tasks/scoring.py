@@ -25,10 +25,14 @@ batch recomputes context + candidate instead; both give the same numbers (tested
 
 Every fast path here (the tree, the cache) is checked against :func:`score_definition`
 before its numbers are used (:mod:`tl_glasses._fastpath`).
+
+Layout: the tree path is in :mod:`~tl_glasses.tasks._tree`, the key/value-cache path
+(and the plain recompute) in :mod:`~tl_glasses.tasks._kvcache`; both look the helpers
+kept here up through this module when called, so patching a name here reaches every
+path. Every name is re-exported here, where it always was.
 """
 from __future__ import annotations
 
-import copy
 import re
 import weakref
 from collections import defaultdict
@@ -38,8 +42,19 @@ from typing import Callable, Sequence
 import torch
 
 from .._core import model_device
-from ..compat import kv_cache_plumbing
 from ..errors import GlassesError
+# the fast paths (re-exported: every name importable from here before the split still is)
+from ._kvcache import (  # noqa: F401
+    _HAS_CACHE,
+    _batch_of,
+    _cache_nbytes,
+    _cache_rows,
+    _forward_with_cache,
+    _offers_cache,
+    _score_cached,
+    _score_one,
+)
+from ._tree import _score_tree, _tree, _tree_mask_kind, _tree_masks  # noqa: F401
 
 __all__ = [
     "Generation",
@@ -171,39 +186,6 @@ def candidate_token_ids(model, context_text: str, context_tokens: torch.Tensor,
         if any(not o for o in out):
             raise GlassesError("a candidate answer tokenises to nothing; candidates must be non-empty text")
     return out, canonical
-
-
-# --- KV cache helpers ------------------------------------------------------------------
-def _cache_rows(cache, rows: torch.Tensor):
-    """A new cache holding ``rows`` of ``cache`` (the original is left untouched)."""
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    new.batch_select_indices(rows)
-    return new
-
-
-def _cache_nbytes(cache) -> int:
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-    return total
-
-
-def _forward_with_cache(model, tokens: torch.Tensor):
-    """``(logits, cache)`` from one forward, or ``(logits, None)`` if the model gives none."""
-    try:
-        out = model(tokens, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
-    except (TypeError, ValueError, NotImplementedError):
-        return _logits(model, tokens, 1), None
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor):
-        logits, cache = out
-        if cache is not None and hasattr(cache, "layers") and hasattr(cache, "batch_select_indices"):
-            return logits, cache
-        return logits, None
-    return out, None
 
 
 # --- teacher-forced scoring --------------------------------------------------------------
@@ -367,30 +349,6 @@ def _verified_method(model, method, kind, regime, contexts, candidate_ids, max_c
                   reference="the plain recompute (one full forward per candidate)", fallback="recompute")
 
 
-_HAS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _offers_cache(model) -> bool:
-    """Whether a forward with ``return_type='logits_and_cache'`` gives a usable cache."""
-    try:
-        known = _HAS_CACHE.get(model)
-    except TypeError:
-        known = None
-    if known is not None:
-        return known
-    toks = torch.tensor([[0, 1]], dtype=torch.long, device=model_device(model))
-    try:
-        with torch.no_grad(), kv_cache_plumbing(model):
-            ok = _forward_with_cache(model, toks)[1] is not None
-    except Exception:  # noqa: BLE001 - no cache, then
-        ok = False
-    try:
-        _HAS_CACHE[model] = ok
-    except TypeError:
-        pass
-    return ok
-
-
 def score_definition(model, context: torch.Tensor, candidates: Sequence[Sequence[int]], *,
                      terminate: bool = True) -> torch.Tensor:
     """The definition every scoring path is checked against: for each candidate ONE
@@ -421,60 +379,6 @@ def _hf_config(model):
     return getattr(hf, "config", None)
 
 
-def _tree_mask_kind(model) -> str | None:
-    """'single' (one mask for every layer), 'dict' (full + sliding-window masks, as
-    Gemma 3 takes them), or None when a 4-D tree mask cannot be trusted here."""
-    cfg = _hf_config(model)
-    if cfg is None:
-        return None
-    impl = getattr(cfg, "_attn_implementation", None) or "eager"
-    if impl not in ("eager", "sdpa"):
-        return None
-    types = getattr(cfg, "layer_types", None)
-    window = getattr(cfg, "sliding_window", None)
-    if types:
-        kinds = set(types)
-        if kinds <= {"full_attention"}:
-            return "single"
-        if kinds <= {"full_attention", "sliding_attention"} and window:
-            return "dict"
-        return None
-    if window or getattr(cfg, "use_sliding_window", False):
-        return None  # a window applied some other way: use the cache instead
-    return "single"
-
-
-def _tree(cands: Sequence[Sequence[int]]):
-    """Prefix tree of the candidates: node list (prefix tuples, parents first) and index."""
-    index: dict[tuple[int, ...], int] = {}
-    order: list[tuple[int, ...]] = []
-    for c in cands:
-        for d in range(1, len(c) + 1):
-            p = tuple(int(t) for t in c[:d])
-            if p not in index:
-                index[p] = len(order)
-                order.append(p)
-    return order, index
-
-
-def _tree_masks(L: int, order, index, dtype, device, window: int | None):
-    T = len(order)
-    pos = torch.cat([torch.arange(L), torch.tensor([L - 1 + len(p) for p in order], dtype=torch.long)])
-    allowed = torch.zeros(L + T, L + T, dtype=torch.bool)
-    allowed[:L, :L] = torch.tril(torch.ones(L, L, dtype=torch.bool))
-    allowed[L:, :L] = True
-    for i, p in enumerate(order):
-        for d in range(1, len(p) + 1):
-            allowed[L + i, L + index[p[:d]]] = True
-    neg = torch.finfo(dtype).min
-    full = torch.zeros(L + T, L + T, dtype=dtype).masked_fill(~allowed, neg)
-    sliding = None
-    if window:
-        near = (pos[:, None] - pos[None, :]) < int(window)
-        sliding = torch.zeros(L + T, L + T, dtype=dtype).masked_fill(~(allowed & near), neg)
-    return pos.to(device), full.to(device), (sliding.to(device) if sliding is not None else None)
-
-
 def _logits(model, toks: torch.Tensor, keep=None, **kw) -> torch.Tensor:
     """Logits at the kept positions only (``keep``: an int n for the last n positions,
     or a 1-D index tensor), through ``logits_to_keep`` when the model takes it: the
@@ -489,144 +393,9 @@ def _logits(model, toks: torch.Tensor, keep=None, **kw) -> torch.Tensor:
         return full[:, -keep:] if isinstance(keep, int) else full[:, keep.to(full.device)]
 
 
-def _score_tree(model, contexts, candidate_ids, kind, *, terminate, batch_size, max_logits_bytes=512 * 2**20):
-    from .._core import model_dtype
-
-    dev = model_device(model)
-    dtype = model_dtype(model)
-    window = getattr(_hf_config(model), "sliding_window", None) if kind == "dict" else None
-    out: list[torch.Tensor | None] = [None] * len(contexts)
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, (c, cands) in enumerate(zip(contexts, candidate_ids)):
-        groups[(int(c.shape[-1]), tuple(tuple(int(t) for t in x) for x in cands))].append(i)
-    mask_v = None
-    vocab = int(getattr(model.cfg, "d_vocab", 0) or len(model.tokenizer))
-    with torch.no_grad():
-        for (L, cands), idxs in groups.items():
-            order, index = _tree(cands)
-            T = len(order)
-            pos, full, sliding = _tree_masks(L, order, index, dtype, dev, window)
-            tree_toks = torch.tensor([p[-1] for p in order], dtype=torch.long, device=dev)
-            keep = torch.arange(L - 1, L + T, device=dev)  # kept row 0: after the context; row 1+i: after node i
-            # flattened (candidate, kept row, token) triples and the row of each candidate's end
-            cj, rows, tks, ends = [], [], [], []
-            for j, c in enumerate(cands):
-                prev = 0
-                for d in range(1, len(c) + 1):
-                    cj.append(j)
-                    rows.append(prev)
-                    tks.append(c[d - 1])
-                    prev = 1 + index[c[:d]]
-                ends.append(prev)
-            cj_t = torch.tensor(cj, device=dev)
-            rows_t = torch.tensor(rows, device=dev)
-            tks_t = torch.tensor(tks, device=dev)
-            ends_t = torch.tensor(ends, device=dev)
-            per_row = (T + 1) * max(vocab, 1) * 4
-            step = max(1, min(int(batch_size), max_logits_bytes // per_row))
-            for s in range(0, len(idxs), step):
-                chunk = idxs[s: s + step]
-                B = len(chunk)
-                toks = torch.cat([torch.stack([contexts[i].reshape(-1) for i in chunk]).to(dev),
-                                  tree_toks.expand(B, -1)], dim=1)
-                m4 = full.expand(B, 1, -1, -1)
-                am = {"full_attention": m4, "sliding_attention": sliding.expand(B, 1, -1, -1)} \
-                    if kind == "dict" else m4
-                logits = _logits(model, toks, keep, attention_mask=am, position_ids=pos.expand(B, -1))
-                if terminate and mask_v is None:
-                    mask_v = digit_continuation_mask(model.tokenizer, logits.shape[-1]).to(dev)
-                for r, i in enumerate(chunk):
-                    lg = logits[r].float()  # [T+1, V]
-                    lse = torch.logsumexp(lg, -1).double()
-                    lp = lg[rows_t, tks_t].double() - lse[rows_t]
-                    sc = torch.zeros(len(cands), dtype=torch.float64, device=dev).index_add_(0, cj_t, lp)
-                    if terminate:
-                        e = lg[ends_t]
-                        sc += torch.logsumexp(e.masked_fill(mask_v, float("-inf")), -1).double() - lse[ends_t]
-                    out[i] = sc.cpu()
-                del logits
-    return out  # type: ignore[return-value]
-
-
-def _score_cached(model, contexts, candidate_ids, *, terminate, batch_size, use_cache, require_cache,
-                  max_cache_bytes):
-    dev = model_device(model)
-    mask = None
-    out: list[torch.Tensor | None] = [None] * len(contexts)
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, c in enumerate(contexts):
-        by_len[int(c.shape[-1])].append(i)
-    with torch.no_grad(), kv_cache_plumbing(model):
-        for _, idxs in sorted(by_len.items()):
-            for s in range(0, len(idxs), max(1, batch_size)):
-                chunk = idxs[s: s + max(1, batch_size)]
-                toks = torch.stack([contexts[i].reshape(-1) for i in chunk]).to(dev)
-                if not use_cache:
-                    logits, cache = _logits(model, toks, 1), None
-                else:
-                    logits, cache = _forward_with_cache(model, toks)
-                    if cache is None and require_cache:
-                        raise GlassesError("method='cache', but this model returned no key/value cache")
-                last = logits[:, -1].float()
-                if terminate and mask is None:
-                    mask = digit_continuation_mask(model.tokenizer, last.shape[-1]).to(dev)
-                for r, i in enumerate(chunk):
-                    out[i] = _score_one(model, toks[r], last[r], cache, r, candidate_ids[i], mask,
-                                        batch_size=batch_size, max_cache_bytes=max_cache_bytes)
-                del cache
-    return out  # type: ignore[return-value]
-
-
 def _end_logprob(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log P(next token does not start with a digit), per row of ``logits`` [B, V]."""
     return torch.logsumexp(logits.masked_fill(mask, float("-inf")), -1) - torch.logsumexp(logits, -1)
-
-
-def _score_one(model, ctx, last_logits, cache, row, cands, mask, *, batch_size, max_cache_bytes):
-    dev = ctx.device
-    first = torch.log_softmax(last_logits.double(), -1)
-    scores = torch.empty(len(cands), dtype=torch.float64)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for j, c in enumerate(cands):
-        if not len(c):
-            raise GlassesError("a candidate has no tokens")
-        groups[len(c)].append(j)
-    per_row = None
-    if cache is not None:
-        per_row = max(1, _cache_nbytes(cache) // max(1, _batch_of(cache)))
-    for k, js in sorted(groups.items()):
-        if cache is not None:
-            size = max(1, min(64, max_cache_bytes // per_row))
-        else:
-            size = max(1, batch_size)
-        for s in range(0, len(js), size):
-            sub = js[s: s + size]
-            ct = torch.tensor([list(cands[j]) for j in sub], dtype=torch.long, device=dev)  # [C, k]
-            lp = first[ct[:, 0]].clone()
-            need_logits = k > 1 or mask is not None
-            if need_logits:
-                if cache is not None:
-                    rows = torch.full((len(sub),), row, dtype=torch.long, device=dev)
-                    logits = model(ct, past_key_values=_cache_rows(cache, rows), return_type="logits")
-                else:
-                    full = torch.cat([ctx.expand(len(sub), -1), ct], dim=1)
-                    logits = _logits(model, full, k)
-                logits = logits.double()
-                if k > 1:
-                    lsm = torch.log_softmax(logits[:, :-1], -1)
-                    lp += lsm.gather(-1, ct[:, 1:, None])[..., 0].sum(-1)
-                if mask is not None:
-                    lp += _end_logprob(logits[:, -1], mask)
-            scores[sub] = lp.cpu()
-    return scores
-
-
-def _batch_of(cache) -> int:
-    for layer in getattr(cache, "layers", []):
-        t = getattr(layer, "keys", None)
-        if isinstance(t, torch.Tensor) and t.ndim >= 1:
-            return int(t.shape[0])
-    return 1
 
 
 # greedy generation lives in tl_glasses.tasks.generation; its names stay importable from here

@@ -1,0 +1,63 @@
+"""Helpers shared by the theory checks (:mod:`tl_glasses.synthetic.theory`): dtype
+names, power-of-two lengths, rows written to disk as they are produced, and a small memo
+of models and sequences shared by many rows."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from ..errors import UnknownNameError
+
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(d: torch.dtype | str) -> torch.dtype:
+    if isinstance(d, torch.dtype):
+        return d
+    key = str(d).replace("torch.", "")
+    key = {"fp32": "float32", "fp64": "float64", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(key, key)
+    if key not in _DTYPES:
+        raise UnknownNameError("dtype", d, list(_DTYPES))
+    return _DTYPES[key]
+
+
+def _dname(d: torch.dtype) -> str:
+    return str(d).replace("torch.", "")
+
+
+def _pow2(lo: int, hi: int) -> list[int]:
+    return [2**k for k in range(lo, hi + 1)]
+
+
+def _run_rows(store_dir, config: dict, key: Sequence[str], items: list[dict], compute) -> pd.DataFrame:
+    """One row per item (``{**item, **compute(item)}``); with ``store_dir`` each row is
+    appended to disk as it is produced (``RowStore``: a rerun resumes where a killed
+    one stopped, and refuses a directory written by another configuration)."""
+    if store_dir is None:
+        return pd.DataFrame([{**it, **compute(it)} for it in items])
+    from ..sweeps import RowStore
+
+    store = RowStore(store_dir, config, key=key)
+    df = store.run(items, compute, desc=config.get("check", ""), progress=sys.stderr.isatty())
+    wanted = {tuple(str(it[k]) for k in key) for it in items}
+    return df[[tuple(str(v) for v in r) in wanted for r in df[list(key)].itertuples(index=False)]].reset_index(drop=True)
+
+
+class _Memo(dict):
+    """Build-once values keyed by a tuple (models and sequences shared by many rows);
+    keeps the ``size`` most recent."""
+
+    def __init__(self, size: int | None = None):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key not in self:
+            if self.size is not None and len(self) >= self.size:
+                del self[next(iter(self))]
+            self[key] = make()
+        return self[key]
