@@ -137,8 +137,8 @@ def fig2a(data: Path, m: str) -> Cell:
         lo_f, hi_f2 = wilson_interval(*kf)
         variant = "last" if hi_l < lo_f else ("first" if hi_f2 < lo_l else ("last?" if kl[0] / kl[1] < kf[0] / kf[1] else "none"))
     txt += extra
-    if _all_wrong(last) and _all_wrong(first):
-        return txt, f"not (floor: both wrong from n = {lo})"
+    if fl == lo and ff == lo:
+        return txt, f"not (floor: both already wrong at n = {lo})"
     if fl is not None and (ff is None or ff > fl):
         return txt, "reproduced"
     if ff is not None and (fl is None or fl > ff):
@@ -159,12 +159,14 @@ def _condition_vs_base(data: Path, m: str, run: str, what: str, better: bool = T
            f"mean margin {dm:+.2f} nats with")
     if kb == nb and ko == no:
         return txt, ("partly (accuracy saturated; margin up)" if dm > 0 else "not (accuracy saturated; margin down)")
-    if ko == 0 and kb == 0:
-        return txt, "not (floor: wrong with and without)" if dm <= 0 else "partly (floor; margin up)"
+    if kb / nb <= 0.2 and ko / no <= 0.2:
+        return txt, "not (floor: at most 20% right with and without)" + ("; margin up" if dm > 0 else "")
+    lo_b, hi_b = wilson_interval(kb, nb)
+    lo_o, hi_o = wilson_interval(ko, no)
     if ko > kb:
-        return txt, "reproduced"
+        return txt, "reproduced" if lo_o > hi_b else "partly (more right, intervals overlap)"
     if ko < kb:
-        return txt, "contradicted"
+        return txt, "contradicted" if hi_o < lo_b else "not (fewer right, within the intervals)"
     return txt, "partly (margin up)" if dm > 0 else "not"
 
 
@@ -243,7 +245,7 @@ def _collapse_cell(r: CollapseResult) -> tuple[str, dict[str, Any]]:
             continue
         cl = r.collapse_length(a["dtype"], "none", mode=a["mode"])
         meas = pd.to_numeric(c["l2_measured"], errors="coerce").to_numpy(float)
-        label = a["dtype"].replace("float", "fp").replace("bfloat16", "bf16") + (
+        label = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}.get(a["dtype"], a["dtype"]) + (
             "" if a["mode"] == "native" else " (fp32 rounded)")
         ratio = meas[0] / meas[-1] if meas[-1] > 0 else math.inf
         below = int(c["below_floor"].astype(bool).sum())
@@ -381,8 +383,8 @@ def c5(data: Path, m: str) -> Cell:
     (_, _), (_, _), d2, _ = _pair_stats(base, t2)
     diff = abs(d1) > 0.5 or abs(d2) > 0.5 or len({_first_error(r)[0] for r in (base, t1, t2)}) > 1
     txt = "; ".join(parts)
-    if all(_all_wrong(r) for r in (base, t1, t2)):
-        return txt, "not (floor: every type wrong from the shortest n)"
+    if all(_first_error(r)[0] == _first_error(r)[1] for r in (base, t1, t2)):
+        return txt, "not (floor: every type already wrong at the shortest n)"
     if diff and all(fails):
         return txt, "reproduced"
     if diff:
