@@ -156,18 +156,32 @@ def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") ->
     plt.close(fig)
 
 
+def _log_lengths(fig, lengths: list[int]) -> None:
+    """The same x scale in every panel of every collapse figure: log n, ticks at the lengths."""
+    lo, hi = min(lengths) / 1.4, max(lengths) * 1.4
+    for ax in fig.axes:
+        if not ax.has_data():
+            ax.set_visible(False)
+            continue
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_xticks(lengths)
+        ax.set_xticklabels([str(n) for n in lengths], rotation=45, fontsize=8)
+        ax.minorticks_off()
+
+
 def collapse_figures() -> None:
     """Fig. 5 style, one figure per model and family that has a committed sweep."""
     import matplotlib.pyplot as plt
 
     for model in items.MODELS:
-        for run, what in (("collapse-ones", "1ⁿ vs 1ⁿ⁺¹ (Fig. 5a)"), ("collapse-digits_end_one", "digits ending in 1 (Fig. 5b)"),
-                          ("collapse-commas", "copying prompt, with and without a comma every 3 digits (Fig. 5c/d)")):
+        for run, what in COLLAPSE_RUNS:
             r = items.collapse_result(DATA, model, run)
             path = IMG / f"findings-{model}-{run}.png"
             if r is None:
                 continue
             fig = r.plot(metric="l2")
+            _log_lengths(fig, sorted(r.df["n"].unique()))
             fig.suptitle(f"{model}: {what}; distance of the last token's final representation", fontsize=10)
             fig.tight_layout()
             fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -190,10 +204,25 @@ def bench_block(model: str) -> str:
     return table(["benchmark", "ratio", "target", "measured"], rows)
 
 
+COLLAPSE_RUNS = (("collapse-ones", "1ⁿ vs 1ⁿ⁺¹ (Fig. 5a)"), ("collapse-digits_end_one", "digits ending in 1 (Fig. 5b)"),
+                 ("collapse-commas", "copying prompt, with and without a comma every 3 digits (Fig. 5c/d)"))
+
+
+def figure_list() -> str:
+    """Markdown images of the collapse figures whose results are committed."""
+    out = []
+    for model in items.MODELS:
+        for run, what in COLLAPSE_RUNS:
+            if items.collapse_result(DATA, model, run) is not None:
+                out.append(f"![{model}: {what}](img/findings-{model}-{run}.png)")
+    return "\n\n".join(out) or "not run yet"
+
+
 def blocks(draw: bool) -> dict[str, str]:
     out = {}
     out["paper-items"] = items.paper_table(DATA)
     out["qwen-bench"] = bench_block(QWEN)
+    out["collapse-figures"] = figure_list()
     out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")
