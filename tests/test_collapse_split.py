@@ -98,7 +98,7 @@ def test_every_name_is_still_importable_from_collapse():
                  "_compare", "_check_finite", "_batch_floor", "_pad_id", "_common_prefix", "_indexes",
                  "_pos_row", "_diffs", "_dtype", "_ulp", "_nan", "_DTYPE_NAMES", "derive_reported",
                  "model_for_dtype", "parse_lengths", "_parse_lengths", "dtype_name", "noise_floor",
-                 "last_token_distance", "collapse_sweep", "_every", "_fill_bracketing", "_MemoryStore",
+                 "last_token_distance", "collapse_sweep", "_every", "_fill_bracketing",
                  "_versions", "_ARM"):
         assert hasattr(col, name), name
     assert all(hasattr(col, n) for n in col.__all__)

@@ -117,22 +117,6 @@ def _parse_lengths(spec) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------
-class _MemoryStore:
-    """RowStore's interface without a directory (out=None)."""
-
-    def __init__(self):
-        self._rows: list[dict] = []
-
-    def run(self, items, compute, *, desc="", progress=True):
-        from tqdm.auto import tqdm
-
-        for it in tqdm(list(items), desc=desc, disable=not progress, leave=False):
-            out = compute(it)
-            for row in [out] if isinstance(out, dict) else list(out):
-                self._rows.append({**it, **row})
-        return pd.DataFrame(self._rows)
-
-
 def _versions() -> dict[str, str]:
     from .._fastpath import versions
 
@@ -283,7 +267,7 @@ def collapse_sweep(
     """
     from ..interventions import as_mitigation
     from ..models import model_info
-    from ..sweeps import RowStore
+    from ..sweeps import run_rows
     from ..tasks.families import get_family
 
     require_eval(model)
@@ -403,18 +387,12 @@ def collapse_sweep(
         row.update(base, seconds=time.perf_counter() - t0)
         return row
 
-    if out is None:
-        store: Any = _MemoryStore()
-    else:
-        store = RowStore(out, config, key=["n", "dtype", "mode", "mitigation"])
     try:
-        df = store.run(items, compute, desc=f"collapse {fam.name}", progress=progress)
+        df = run_rows(items, compute, out=out, config=config, key=["n", "dtype", "mode", "mitigation"],
+                      desc=f"collapse {fam.name}", progress=progress)
     finally:
         current.clear()
         fp32_caps.clear()
-    wanted = {(i["n"], i["dtype"], i["mode"], i["mitigation"]) for i in items}
-    if not df.empty:
-        df = df[[(r["n"], r["dtype"], r["mode"], r["mitigation"]) in wanted for r in df.to_dict("records")]]
     df = derive_reported(df)
     meta = dict(
         config, lengths=lengths, dtypes=[dtype_name(d) for d in native], round_to=[dtype_name(d) for d in rounds],

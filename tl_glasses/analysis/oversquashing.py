@@ -9,8 +9,8 @@ studies of the paper's Fig. 2 seen through sensitivity (Sec. 5).
 * :func:`hint_study` — how the hint (Fig. 2b) and alternating digits (Fig. 2c) change
   the last token's sensitivity to the digit it must copy.
 
-Long runs append one row per prompt to a :class:`~tl_glasses.sweeps._store.RowStore`
-when ``out=`` is given, so an interrupted run resumes where it stopped.
+Long runs append one row per prompt to a results directory when ``out=`` is given
+(:func:`~tl_glasses.sweeps.run_rows`), so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 
 from ..errors import GlassesError
 from ..results import Result, register_result
+from ..sweeps import run_rows
 from .paths import capture_patterns, depth_profile, last_row, path_bound
 from .sensitivity import _model_name, sensitivity, u_shape
 
@@ -234,14 +235,6 @@ def copy_items(model, lengths: Iterable[int], *, tasks: Sequence[str] = ("copy_l
     return out
 
 
-def _store(out, config, key):
-    if out is None:
-        return None
-    from ..sweeps._store import RowStore
-
-    return RowStore(out, config, key=key)
-
-
 BOUNDS = {"": ("bound", 1.0), "_auto": ("bound", "auto"), "_attention": ("attention", 1.0)}
 
 
@@ -269,10 +262,11 @@ def copy_study(
                   heads=heads, dtype=str(next(model.parameters()).dtype),
                   probes=probes if method == "hutchinson" else None)
     skw = dict(probes=probes) if method == "hutchinson" else {}
-    store = _store(out, config, key=("task", "n_items"))
+    prompts = {(task, n): ti for task, n, ti in items}
 
-    def compute(entry):
-        task, n, ti = entry
+    def compute(item):
+        task, n = item["task"], item["n_items"]
+        ti = prompts[(task, n)]
         sens = sensitivity(model, ti.tokens, method=method, **skw)
         s = sens.values.double()
         seq = ti.item_positions
@@ -305,27 +299,9 @@ def copy_study(
         row["first_token_mass_by_layer"] = [round(float(x), 6) for x in d.values]
         return row
 
-    rows = _run(store, items, compute, key=lambda e: {"task": e[0], "n_items": e[1]}, progress=progress)
-    return StudyResult(df=pd.DataFrame(rows), meta=config)
-
-
-def _run(store, entries, compute, *, key, progress):
-    """``compute`` every entry; with a store, rows are appended as produced and entries
-    already in the store are skipped (a rerun resumes)."""
-    if store is not None:
-        keyed = [dict(key(e), _i=i) for i, e in enumerate(entries)]
-        df = store.run(keyed, lambda k: compute(entries[k["_i"]]), progress=progress)
-        df = df.drop(columns=["_i"], errors="ignore")
-        wanted = {tuple(key(e).values()) for e in entries}
-        cols = list(key(entries[0]).keys()) if entries else []
-        if cols:
-            df = df[[tuple(r) in wanted for r in df[cols].itertuples(index=False)]]
-        return df.to_dict("records")
-    if progress:
-        from tqdm.auto import tqdm
-
-        entries = tqdm(entries)
-    return [compute(e) for e in entries]
+    df = run_rows([dict(task=task, n_items=n) for task, n in prompts], compute, out=out, config=config,
+                  key=("task", "n_items"), progress=progress)
+    return StudyResult(df=df, meta=config)
 
 
 def hint_study(
@@ -353,14 +329,14 @@ def hint_study(
     }
     config = dict(study="hint", model=_model_name(model), task=task, n_items=int(n_items), method=method,
                   conditions=conditions)
-    store = _store(out, config, key=("condition",))
-    entries = []
+    prompts = {}
     for name, opts in conditions.items():
         (_, _, ti), = copy_items(model, [n_items], tasks=[task], **opts)
-        entries.append((name, ti))
+        prompts[name] = ti
 
-    def compute(entry):
-        name, ti = entry
+    def compute(item):
+        name = item["condition"]
+        ti = prompts[name]
         s = sensitivity(model, ti.tokens, method=method).values.double()
         pats = capture_patterns(model, ti.tokens, norms=True)
         b = last_row(pats, variant="bound", beta=1.0)
@@ -377,6 +353,6 @@ def hint_study(
             spearman=spearman(b, s), spearman_auto=spearman(ba, s),
         )
 
-    rows = _run(store, entries, compute, key=lambda e: {"condition": e[0]}, progress=False)
-    df = pd.DataFrame(rows)
+    df = run_rows([dict(condition=name) for name in prompts], compute, out=out, config=config,
+                  key=("condition",), progress=False)
     return StudyResult(df=df, meta=config)

@@ -1,12 +1,8 @@
 """Helpers shared by the theory checks (:mod:`tl_glasses.synthetic.theory`): dtype
-names, power-of-two lengths, rows written to disk as they are produced, and a small memo
-of models and sequences shared by many rows."""
+names, power-of-two lengths and a small memo of models and sequences shared by many rows
+(rows are written to disk by :func:`tl_glasses.sweeps.run_rows`)."""
 from __future__ import annotations
 
-import sys
-from typing import Sequence
-
-import pandas as pd
 import torch
 
 from ..errors import UnknownNameError
@@ -31,20 +27,6 @@ def _dname(d: torch.dtype) -> str:
 
 def _pow2(lo: int, hi: int) -> list[int]:
     return [2**k for k in range(lo, hi + 1)]
-
-
-def _run_rows(store_dir, config: dict, key: Sequence[str], items: list[dict], compute) -> pd.DataFrame:
-    """One row per item (``{**item, **compute(item)}``); with ``store_dir`` each row is
-    appended to disk as it is produced (``RowStore``: a rerun resumes where a killed
-    one stopped, and refuses a directory written by another configuration)."""
-    if store_dir is None:
-        return pd.DataFrame([{**it, **compute(it)} for it in items])
-    from ..sweeps import RowStore
-
-    store = RowStore(store_dir, config, key=key)
-    df = store.run(items, compute, desc=config.get("check", ""), progress=sys.stderr.isatty())
-    wanted = {tuple(str(it[k]) for k in key) for it in items}
-    return df[[tuple(str(v) for v in r) in wanted for r in df[list(key)].itertuples(index=False)]].reset_index(drop=True)
 
 
 class _Memo(dict):

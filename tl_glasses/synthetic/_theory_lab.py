@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -15,10 +16,11 @@ import torch
 
 from .._core import FINAL, hooks_context
 from ..errors import UnknownNameError
+from ..sweeps import run_rows
 from ._figures import CollapseByPEResult, CountingPrecisionResult, CountingRatioResult
 from ._model import BOS_ID, CHAR_VOCAB, SyntheticDecoder
 from ._pe import PE_NAMES
-from ._theory_base import _DTYPES, _Memo, _dname, _dtype, _pow2, _run_rows
+from ._theory_base import _DTYPES, _Memo, _dname, _dtype, _pow2
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,7 +113,8 @@ def collapse_by_pe(
                 "rel": float(diff.norm() / y.double().norm()), "new_weight": float(ps[-1])}
 
     items = [{"pe": pe, "qkv": qkv, "trial": t, "n": n} for pe in pes for t in range(trials) for n in lengths]
-    df = _run_rows(store_dir, config, ["pe", "qkv", "trial", "n"], items, compute)
+    df = run_rows(items, compute, out=store_dir, config=config, key=["pe", "qkv", "trial", "n"],
+                  desc=config["check"], progress=sys.stderr.isatty())
     res = CollapseByPEResult(df=df, meta={**config, "lengths": lengths, "trials": trials, "figure": figure,
                                           "model": "SyntheticDecoder"})
     res.meta["slopes"] = res.slopes()
@@ -246,7 +249,8 @@ def counting_precision(
 
     items = [{"pe": pe, "qkv": q, "dtype": _dname(d), "n": n} for q in qkvs for pe in pes for d in dts
              for n in lengths]
-    df = _run_rows(store_dir, config, ["pe", "qkv", "dtype", "n"], items, compute)
+    df = run_rows(items, compute, out=store_dir, config=config, key=["pe", "qkv", "dtype", "n"],
+                  desc=config["check"], progress=sys.stderr.isatty())
     res = CountingPrecisionResult(df=df, meta={**config, "claim": "Cor. B.10", "model": "SyntheticDecoder",
                                                 "qkv": qkvs, "lengths": lengths, "dtypes": [_dname(d) for d in dts]})
     res.meta["collapse_lengths"] = res.collapse_lengths().to_dict(orient="records")

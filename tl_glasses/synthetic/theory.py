@@ -50,7 +50,7 @@ from ._figures import (
 )
 from ._model import BOS_ID, CHAR_VOCAB, SyntheticDecoder  # noqa: F401
 from ._pe import PE_NAMES
-from ._theory_base import _DTYPES, _Memo, _dname, _dtype, _pow2, _run_rows  # noqa: F401
+from ._theory_base import _DTYPES, _Memo, _dname, _dtype, _pow2  # noqa: F401
 from ._theory_lab import (  # noqa: F401
     DEFAULT_RATIO_PAIRS,
     _geometric_lengths,

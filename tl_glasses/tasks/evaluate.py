@@ -32,7 +32,7 @@ import torch
 
 from .._core import model_dtype, n_ctx, require_eval
 from ..errors import ContextLengthError, TokenizationError, UnknownNameError
-from ..sweeps import RowStore
+from ..sweeps import run_rows
 from . import scoring as S
 # re-exported: importing this module registers TaskResult, so results saved before the
 # split (module tl_glasses.tasks.evaluate) still load
@@ -161,32 +161,22 @@ def evaluate(
         terminate=bool(terminate) if scoring == "score" else None,
         max_new_tokens=max_new_tokens if scoring == "generate" else None,
     )
-    store = RowStore(out, config, key=["n", "item"]) if out is not None else None
-    rows: dict[tuple[int, int], dict] = {}
-    if store is not None:
-        for r in store.rows:
-            rows[(int(r["n"]), int(r["item"]))] = r
-    wanted = [(it.n, it.index) for it in items]
-    todo = [it for it in items if (it.n, it.index) not in rows]
     condition = t.condition(mode, **opts)
     common = dict(task=t.name, kind=t.kind, condition=condition, mode=mode, scoring=scoring)
-    from tqdm.auto import tqdm
+    by_key = {(it.n, it.index): it for it in items}
+    kv_cache = {"recompute": False, "cache": True}.get(method, "auto")
 
-    step = max(1, int(batch_size))
-    chunks = [todo[s: s + step] for s in range(0, len(todo), step)]
-    for chunk in tqdm(chunks, desc=f"{condition} ({scoring})", disable=not progress or not chunks, leave=False):
+    def compute(stubs: list[dict]) -> list[dict]:
+        chunk = [by_key[(s["n"], s["item"])] for s in stubs]
         if scoring == "score":
-            new = _score_chunk(model, t, chunk, chat=chat, terminate=terminate, batch_size=batch_size,
-                               method=method)
-        else:
-            new = _generate_chunk(model, chunk, chat=chat, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, kv_cache={"recompute": False, "cache": True}.get(method, "auto"))
-        for it, r in zip(chunk, new):
-            row = {**common, "n": it.n, "item": it.index, "prompt": it.prompt, "answer": it.answer, **r}
-            if store is not None:
-                store.append(row)
-            rows[(it.n, it.index)] = row
-    df = pd.DataFrame([rows[k] for k in wanted])
+            return _score_chunk(model, t, chunk, chat=chat, terminate=terminate, batch_size=batch_size,
+                                method=method)
+        return _generate_chunk(model, chunk, chat=chat, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, kv_cache=kv_cache)
+
+    stubs = [{**common, "n": it.n, "item": it.index, "prompt": it.prompt, "answer": it.answer} for it in items]
+    df = run_rows(stubs, compute, out=out, config=config, key=["n", "item"], desc=f"{condition} ({scoring})",
+                  progress=progress, batch=batch_size)
     for col in ("prediction", "abs_error"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
