@@ -142,7 +142,14 @@ class Result:
         klass = _REGISTRY.get(meta.get("class"), cls)
         if cls is not Result and not issubclass(klass, cls):
             klass = cls
-        return klass(df=df, meta=meta.get("meta", {}), tensors=tensors)
+        return klass.from_frame(df, meta.get("meta", {}), tensors)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, meta: dict[str, Any] | None = None,
+                   tensors: dict[str, torch.Tensor] | None = None) -> "Result":
+        """Build the result from what :meth:`save` wrote (:meth:`load` calls this; a
+        subclass whose fields are not ``df``/``meta``/``tensors`` overrides it)."""
+        return cls(df=df, meta=dict(meta or {}), tensors=dict(tensors or {}))
 
     # -- display ----------------------------------------------------------------
     def summary(self) -> str:

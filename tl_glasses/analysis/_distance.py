@@ -18,6 +18,8 @@ import torch
 
 from .._core import as_tokens, first_nonfinite_hook, model_dtype, require_eval
 from ..errors import GlassesError, NumericalError
+from ..results import register_result
+from ._distance_result import DistanceResult
 from ._probe import Capture, LastTokenProbe, is_rotary, run_capture
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
@@ -117,22 +119,8 @@ def layer_reported(measured: Any, floor: Any, floor_factor: Any = 2.0) -> np.nda
 
 # ------------------------------------------------------------------------------------
 @dataclass
-class LastTokenDistance:
-    """Distances between the last-token representations of two inputs ``a`` and ``b``.
-
-    Reported fields (NaN when the value is within the noise floor — see
-    ``below_floor`` — so that a floor is never read as a distance):
-    ``linf``, ``l2``, ``rel`` (L2 relative to ‖y_a‖), ``per_layer`` (L2 of each
-    layer's ``resid_post``), ``head_mean``/``head_min``/``head_max`` (L2 of each
-    last-layer head's ``hook_z``, mean/min/max over heads).
-    Exact behavioural fields: ``bitwise_equal`` (y_a and y_b identical in the
-    model's dtype), ``same_argmax`` and ``next_token_tv`` (total variation between
-    the two next-token distributions).
-    The measured numbers are kept in ``*_measured``; the noise floors in ``noise_*``:
-    ``prefix`` (the last shared token, computed in both runs), ``shift`` (``a`` run at
-    positions shifted by one: rotary models only), ``batch`` (``a`` and ``b`` run as
-    one padded batch, when measured).
-    """
+class _Measured:
+    """The fields of :class:`LastTokenDistance` (a dataclass: ``dataclasses.replace`` works)."""
 
     l2_measured: float
     linf_measured: float
@@ -165,6 +153,27 @@ class LastTokenDistance:
     norm_y: float = float("nan")
     y_a: torch.Tensor | None = field(default=None, repr=False)
     y_b: torch.Tensor | None = field(default=None, repr=False)
+
+
+@register_result
+class LastTokenDistance(_Measured, DistanceResult):
+    """Distances between the last-token representations of two inputs ``a`` and ``b``.
+
+    Reported fields (NaN when the value is within the noise floor — see
+    ``below_floor`` — so that a floor is never read as a distance):
+    ``linf``, ``l2``, ``rel`` (L2 relative to ‖y_a‖), ``per_layer`` (L2 of each
+    layer's ``resid_post``), ``head_mean``/``head_min``/``head_max`` (L2 of each
+    last-layer head's ``hook_z``, mean/min/max over heads).
+    Exact behavioural fields: ``bitwise_equal`` (y_a and y_b identical in the
+    model's dtype), ``same_argmax`` and ``next_token_tv`` (total variation between
+    the two next-token distributions).
+    The measured numbers are kept in ``*_measured``; the noise floors in ``noise_*``:
+    ``prefix`` (the last shared token, computed in both runs), ``shift`` (``a`` run at
+    positions shifted by one: rotary models only), ``batch`` (``a`` and ``b`` run as
+    one padded batch, when measured).
+    A :class:`~tl_glasses.results.Result`: ``df`` is the one row of :meth:`as_row`,
+    ``tensors`` holds ``y_a``/``y_b``, ``plot()`` draws the per-layer distances.
+    """
 
     # -- floors (the rule is apply_floor's, shared with derive_reported) --------------
     def _rule(self, key: str) -> float:
