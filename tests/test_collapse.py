@@ -131,7 +131,7 @@ def test_hooks_are_removed_after_every_call(tiny_gemma3):
         raise RuntimeError("user hook failed")
 
     with pytest.raises(RuntimeError, match="user hook failed"):
-        tg.last_token_distance(tiny_gemma3, A, B, hooks=[("blocks.1.hook_resid_post", boom)])
+        tg.last_token_distance(tiny_gemma3, A, B, fwd_hooks=[("blocks.1.hook_resid_post", boom)])
     assert hook_snapshot(tiny_gemma3) == snap
     with pytest.raises(HookError):
         tg.last_token_distance(tiny_gemma3, A, B, mitigation=tg.sliding_window(3),

@@ -27,7 +27,7 @@ __all__ = [
     "resid_name",
 ]
 
-FINAL = "ln_final.hook_out"  # the final norm's output, learned scale included
+from ._vocab import FINAL  # noqa: E402  (the final norm's output, learned scale included)
 
 
 def n_layers(model) -> int:

@@ -63,7 +63,7 @@ __all__ = [
 #: plus ``hooks`` and ``hook_dict``)
 PROTOCOL = ("cfg", "run_with_cache", "run_with_hooks", "hooks", "to_tokens", "hook_dict")
 
-FINAL = "ln_final.hook_out"  # same string as tl_glasses._core.FINAL
+from ._vocab import FINAL  # noqa: E402  (one definition: tl_glasses._vocab)
 
 _SCALE_FREE_NORMS = ("LayerNormPre", "RMSNormPre")
 

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from ._vocab import model_name
+
 __all__ = ["Line", "environment", "model_checks", "tiny_checks", "doctor"]
 
 
@@ -122,7 +124,7 @@ def model_checks(model, *, label: str | None = None, hf=None, n_beyond: int | No
     from .analysis import _fused
     from .tasks.scoring import _hf_config, generation_checks, scoring_checks
 
-    label = label or str(getattr(model, "tl_glasses_info", {}).get("name") or type(model).__name__)
+    label = label or model_name(model)
     lines: list[Line] = []
     if hf is not None:
         vocab = int(model.cfg.d_vocab)

@@ -22,18 +22,9 @@ from ..results import register_result
 from ._distance_result import DistanceResult
 from ._probe import Capture, LastTokenProbe, is_rotary, run_capture
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
-                torch.float64: "float64"}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
-
-
-def _dtype(d) -> torch.dtype:
-    from ..models import resolve_dtype
-
-    return resolve_dtype(d)
+from .._vocab import _CANONICAL as _DTYPE_NAMES, dtype_name  # noqa: E402,F401
+from .._vocab import parse_dtype as _dtype  # noqa: E402
+from .._vocab import renamed_kwarg  # noqa: E402
 
 
 def _ulp(x: torch.Tensor, dtype: torch.dtype) -> float:
@@ -378,7 +369,7 @@ def last_token_distance(
     a,
     b,
     *,
-    hooks: Sequence[tuple[Any, Any]] = (),
+    fwd_hooks: Sequence[tuple[Any, Any]] = (),
     mitigation=None,
     layers: bool = True,
     heads: str | bool = "last",
@@ -387,11 +378,13 @@ def last_token_distance(
     floor_factor: float = 2.0,
     shift_floor: bool = True,
     round_to: torch.dtype | str | None = None,
+    **renamed: Any,
 ) -> LastTokenDistance:
     """Distances between the last-token representations of ``a`` and ``b``.
 
     ``a``/``b``: strings (tokenised like ``model.to_tokens``) or token tensors (used as
-    given: no BOS added). ``hooks``: your own forward hooks, applied to both runs;
+    given: no BOS added). ``fwd_hooks``: your own forward hooks, applied to both runs
+    (``hooks=``, its old name, is accepted until the next release, with a DeprecationWarning);
     ``mitigation``: a mitigation's model edits (hooks/patches) applied to both runs
     (prompt transforms need a family: see :func:`collapse_sweep`).
     ``attn_impl``: ``"auto"`` (a fused kernel when no hook needs attention patterns),
@@ -402,6 +395,9 @@ def last_token_distance(
     """
     from ..interventions import as_mitigation
 
+    fwd_hooks = renamed_kwarg(renamed, "hooks", "fwd_hooks", fwd_hooks, default=(), where="last_token_distance")
+    if renamed:
+        raise TypeError(f"last_token_distance() got an unexpected keyword argument {next(iter(renamed))!r}")
     require_eval(model)
     mit = as_mitigation(mitigation)
     if mit is not None and mit.has_transform and not mit.has_model_edits:
@@ -411,14 +407,14 @@ def last_token_distance(
         )
     ta, tb = as_tokens(model, a, prepend_bos=prepend_bos), as_tokens(model, b, prepend_bos=prepend_bos)
     probe = LastTokenProbe(model, layers=layers, heads=heads)
-    ca, cb, p = _run_pair(model, ta, tb, probe, hooks=hooks, mitigation=mit, attn_impl=attn_impl)
+    ca, cb, p = _run_pair(model, ta, tb, probe, hooks=fwd_hooks, mitigation=mit, attn_impl=attn_impl)
     where = _check_finite(model, ta, tb, ca, cb)
     if where is not None:
         raise NumericalError(
             f"NaN/Inf at {where} (dtype {dtype_name(model_dtype(model))}); in float16 this is usually "
             f"overflow: use bfloat16 or float32"
         )
-    cs = _run_shifted(model, ta, probe, hooks=hooks, mitigation=mit, attn_impl=attn_impl) if shift_floor else None
+    cs = _run_shifted(model, ta, probe, hooks=fwd_hooks, mitigation=mit, attn_impl=attn_impl) if shift_floor else None
     dt, mode = model_dtype(model), "native"
     if round_to is not None:
         dt, mode = _dtype(round_to), "round"

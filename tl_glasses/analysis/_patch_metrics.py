@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import GlassesError, UnknownNameError
@@ -71,18 +70,8 @@ def _full_logits(model, y: torch.Tensor) -> torch.Tensor:
     return cap * torch.tanh(out / cap) if cap > 0 else out
 
 
-def _single_token(model, tok) -> int:
-    if isinstance(tok, (int, np.integer)):
-        return int(tok)
-    if isinstance(tok, str):
-        ids = model.tokenizer.encode(tok, add_special_tokens=False)
-        if len(ids) != 1:
-            raise GlassesError(
-                f"answer token {tok!r} is {len(ids)} tokens ({ids}); pass a string that is one "
-                f"token, or the token id"
-            )
-        return int(ids[0])
-    raise GlassesError(f"an answer token is a string or an int id, not {type(tok).__name__}")
+from .._vocab import single_token as _single_token  # noqa: E402
+from .._vocab import token_strings  # noqa: E402
 
 
 # the metric registry: name -> (builder(model, y_a, y_b, answer_tokens) -> _Metric, description)
@@ -155,10 +144,7 @@ def _logit_diff(model, y_a, y_b, answer_tokens) -> _Metric:
         lg = _logits_of(y, W, bias, cap)
         return lg[0] - lg[1]
 
-    try:
-        strs = model.tokenizer.convert_ids_to_tokens([t_plus, t_minus])
-    except Exception:  # pragma: no cover - tokenizer without that method
-        strs = [str(t_plus), str(t_minus)]
+    strs = token_strings(model, [t_plus, t_minus])
     return _Metric("logit_diff", logit_diff, {"tokens": [t_plus, t_minus], "token_strings": strs,
                                               "chosen": chosen, "softcap": cap,
                                               "definition": "logit[t_b] - logit[t_a] at the last position"})

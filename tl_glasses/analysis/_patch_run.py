@@ -192,7 +192,7 @@ def _exact(model, toks_a, groups, src, act_a, metric, m_a, y_a, mit_a, batch_siz
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, total=math.ceil(len(todo) / bs), desc="exact patching", unit="batch")
+        it = tqdm(it, total=math.ceil(len(todo) / bs), desc="exact patching", unit="batch", leave=False)
     for start in it:
         rows = todo[start:start + bs]
         n_batches += 1

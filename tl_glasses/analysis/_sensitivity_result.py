@@ -45,12 +45,7 @@ def u_shape(values: torch.Tensor, positions: Sequence[int] | slice | None = None
     return out
 
 
-def token_strings(model, tokens: torch.Tensor) -> list[str]:
-    tok = getattr(model, "tokenizer", None)
-    ids = tokens.flatten().tolist()
-    if tok is None:
-        return [str(i) for i in ids]
-    return [tok.decode([i]) for i in ids]
+from .._vocab import token_strings  # noqa: E402
 
 
 @register_result
@@ -137,9 +132,7 @@ class SensitivityResult(Result):
         return ax.figure
 
 
-def _model_name(model) -> str:
-    info = getattr(model, "tl_glasses_info", None) or {}
-    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
+from .._vocab import model_name as _model_name  # noqa: E402
 
 
 def _frame(model, tokens, wrt_names, tensors) -> pd.DataFrame:

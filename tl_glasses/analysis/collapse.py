@@ -35,6 +35,8 @@ import pandas as pd
 import torch
 
 from .._core import model_dtype, require_eval
+from .._vocab import model_name as _model_name
+from .._vocab import parse_lengths as _vocab_parse_lengths
 from ..errors import GlassesError
 from ..models._dtype import model_for_dtype
 # re-exported: everything importable from here before the split still is (importing this
@@ -81,39 +83,8 @@ __all__ = [
 ]
 
 
-def parse_lengths(spec) -> list[int]:
-    """``"8:1024:32"`` (start:stop:step, stop included when hit), ``"8,16,32"``,
-    a range or a list of ints."""
-    try:
-        return _parse_lengths(spec)
-    except GlassesError:
-        raise
-    except (ValueError, TypeError, OverflowError):
-        raise GlassesError(
-            f"cannot read the lengths {spec!r}: write start:stop:step (e.g. 8:1024:32), "
-            f"a comma list (e.g. 8,16,32) or a list of positive integers"
-        ) from None
-
-
-def _parse_lengths(spec) -> list[int]:
-    if isinstance(spec, str):
-        spec = spec.strip()
-        if ":" in spec:
-            parts = [int(x) for x in spec.split(":")]
-            if len(parts) == 2:
-                parts.append(1)
-            if len(parts) != 3 or parts[2] <= 0:
-                raise GlassesError(f"lengths {spec!r}: write start:stop:step, e.g. 8:1024:32")
-            out = list(range(parts[0], parts[1] + 1, parts[2]))
-        else:
-            out = [int(x) for x in spec.replace(" ", "").split(",") if x]
-    else:
-        out = [int(x) for x in spec]
-    if not out:
-        raise GlassesError(f"no lengths in {spec!r}")
-    if min(out) < 1:
-        raise GlassesError("lengths are numbers of items, at least 1")
-    return sorted(dict.fromkeys(out))
+# one length grammar for the whole package: tl_glasses._vocab.parse_lengths
+parse_lengths = _parse_lengths = _vocab_parse_lengths
 
 
 # ------------------------------------------------------------------------------------
@@ -293,7 +264,7 @@ def collapse_sweep(
     shift_at = _every(lengths, shift_floor, "shift_floor")
     batch_at = _every(lengths, batch_floor, "batch_floor")
     info = model_info(model)
-    model_name = info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__
+    model_name = _model_name(model)
     config = dict(
         analysis="collapse_sweep", model=model_name, model_hf=info.get("hf_id"),
         model_dtype=dtype_name(model_dtype(model)), family=fam.config(), level=level, seed=seed,

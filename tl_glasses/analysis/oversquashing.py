@@ -247,7 +247,7 @@ def copy_study(
     heads: str = "mean",
     probes: int = 64,
     out=None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> StudyResult:
     """Bound vs sensitivity over copying prompts. Per prompt: the Spearman correlation
     between gradient sensitivity and the path bound with β = 1 (``spearman``), with

@@ -133,18 +133,7 @@ def _resolve_sites(sites) -> tuple[str, ...]:
 
 
 def _resolve_layers(model, layers) -> list[int]:
-    L = n_layers(model)
-    if layers is None:
-        return list(range(L))
-    if isinstance(layers, int):
-        layers = [layers]
-    out = []
-    for l in layers:
-        l = int(l)
-        if not -L <= l < L:
-            raise GlassesError(f"layer {l} is outside the model's {L} layers (0..{L - 1}, or negative from the end)")
-        out.append(l % L)
-    return sorted(dict.fromkeys(out))
+    return parse_layers(model, layers, allow_empty=True)
 
 
 def _resolve_positions(positions, al: Alignment) -> list[int]:
@@ -244,7 +233,7 @@ def patch_pair(
     source: str = "b",
     batch_size: int = 8,
     max_runs: int | None = 4096,
-    progress: bool = False,
+    progress: bool = True,
 ) -> "PatchResult":
     """Patch ``b``'s activations into ``a``'s run, one site × layer × position [× head]
     at a time, and report the fraction of the ``a``–``b`` metric difference each patch
@@ -431,17 +420,9 @@ def _check_cache_matches(y_c, y):
         )
 
 
-def _model_name(model) -> str:
-    info = getattr(model, "tl_glasses_info", None) or {}
-    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
-
-
-def _str_tokens(model, toks) -> list[str]:
-    ids = [int(t) for t in toks.tolist()]
-    try:
-        return [str(t) for t in model.tokenizer.convert_ids_to_tokens(ids)]
-    except Exception:
-        return [str(i) for i in ids]
+from .._vocab import model_name as _model_name  # noqa: E402
+from .._vocab import parse_layers  # noqa: E402
+from .._vocab import token_strings as _str_tokens  # noqa: E402
 
 
 def attribution_check(model, a, b=None, **kwargs) -> AttributionCheck:

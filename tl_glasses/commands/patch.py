@@ -56,21 +56,13 @@ def _load(name: str, dtype):
 
 
 def _int_list(text: str, what: str) -> list[int]:
-    """"0-4,7,-1" -> [0, 1, 2, 3, 4, 7, -1]."""
-    import re
-
+    """"0-4,7,-1" -> [0, 1, 2, 3, 4, 7, -1] (:func:`tl_glasses._vocab.parse_layer_spec`)."""
+    from .._vocab import parse_layer_spec
     from ..errors import GlassesError
 
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        rng = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
-        try:
-            out.extend(range(int(rng[1]), int(rng[2]) + 1) if rng else [int(part)])
-        except ValueError:
-            raise GlassesError(f"cannot read {what} {text!r}; write them like 0-4,7") from None
+    out = parse_layer_spec(text, what=what)
+    if out is None and what != "layers":  # "all" is every layer; nothing else has an "all"
+        raise GlassesError(f"cannot read {what} {text!r}; write them like 0-4,7")
     return out
 
 

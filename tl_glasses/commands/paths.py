@@ -48,10 +48,9 @@ def add_parser(sub) -> None:
 
 
 def _lengths(text: str) -> list[int]:
-    if ":" in text:
-        a, b, *c = (int(x) for x in text.split(":"))
-        return list(range(a, b, c[0] if c else 1))
-    return [int(x) for x in text.split(",") if x.strip()]
+    from .._vocab import parse_lengths
+
+    return parse_lengths(text)  # the one length grammar (start:stop:step includes stop when hit)
 
 
 def run(args) -> int:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from .._core import hooks_context, n_layers
+from .._vocab import parse_layers as _parse_layers
 from ..errors import GlassesError, HookError
 
 __all__ = ["Mitigation", "Compose", "HookList", "parse_layers", "as_mitigation"]
@@ -188,23 +189,9 @@ class Compose(Mitigation):
 
 
 def parse_layers(model, layers, *, what: str) -> list[int]:
-    """``None``/"all" -> every layer; ints (negative from the end) checked against the model."""
-    L = n_layers(model)
-    if layers is None or (isinstance(layers, str) and layers == "all"):
-        return list(range(L))
-    if isinstance(layers, int):
-        layers = [layers]
-    out = []
-    for l in layers:
-        if not isinstance(l, (int,)) or isinstance(l, bool):
-            raise GlassesError(f"{what}: layers are integers, got {l!r}")
-        ll = l + L if l < 0 else l
-        if not 0 <= ll < L:
-            raise GlassesError(f"{what}: layer {l} is out of range; the model has layers 0..{L - 1}")
-        out.append(ll)
-    if not out:
-        raise GlassesError(f"{what}: no layers chosen")
-    return sorted(set(out))
+    """``None``/"all" -> every layer; ints (negative from the end), "0-4,7" strings or
+    lists of them, checked against the model (:func:`tl_glasses._vocab.parse_layers`)."""
+    return _parse_layers(model, layers, what=what)
 
 
 def as_mitigation(m) -> Mitigation | None:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+from .._vocab import parse_layer_spec
 from ..errors import GlassesError, UnknownNameError
 from ._base import Compose, Mitigation
 from .attention import global_attention, sliding_window
@@ -64,20 +65,7 @@ def list_mitigations():
 
 
 def _layers(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise GlassesError(f"cannot read layers {text!r}; write them like 0-4,7") from None
-    return out
+    return parse_layer_spec(text) or []
 
 
 def _one(spec: str) -> Mitigation:

@@ -18,24 +18,12 @@ __all__ = ["load_model", "load_hf", "wrap_model", "list_models", "model_info"]
 
 log = logging.getLogger("tl_glasses")
 
-_DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp64": torch.float64, "float64": torch.float64, "double": torch.float64,
-}
+from .._vocab import DTYPES as _DTYPES, parse_dtype  # noqa: E402
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """``torch.float32`` or one of the names fp32/fp16/bf16/fp64."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower().removeprefix("torch.")]
-    except KeyError:
-        from ..errors import UnknownNameError
-
-        raise UnknownNameError("dtype", dtype, sorted(set(_DTYPES))) from None
+    return parse_dtype(dtype)
 
 
 def _check_dtype_runs(dtype: torch.dtype, device: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .._vocab import dtype_name, parse_dtype
 from ..errors import UnknownNameError
 
 
@@ -12,17 +13,14 @@ _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch
 
 
 def _dtype(d: torch.dtype | str) -> torch.dtype:
-    if isinstance(d, torch.dtype):
-        return d
-    key = str(d).replace("torch.", "")
-    key = {"fp32": "float32", "fp64": "float64", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(key, key)
-    if key not in _DTYPES:
+    """One of the four dtypes the theory checks run in (any name :func:`parse_dtype` reads)."""
+    out = parse_dtype(d)
+    if out not in _DTYPES.values():
         raise UnknownNameError("dtype", d, list(_DTYPES))
-    return _DTYPES[key]
+    return out
 
 
-def _dname(d: torch.dtype) -> str:
-    return str(d).replace("torch.", "")
+_dname = dtype_name
 
 
 def _pow2(lo: int, hi: int) -> list[int]:

@@ -47,11 +47,7 @@ SCORINGS = ("score", "generate")
 DEFAULT_MAX_NEW_TOKENS = {"answer": 32, "cot": 192, "cot_fewshot": 192}
 
 
-def _model_name(model) -> str:
-    from ..models import model_info
-
-    info = model_info(model)
-    return str(info.get("name") or getattr(model.cfg, "model_name", None) or type(model).__name__)
+from .._vocab import model_name as _model_name  # noqa: E402
 
 
 def prepare_item(model, item: TaskItem, *, chat: bool | str = "auto", with_prefix: bool = False) -> TokenizedItems:

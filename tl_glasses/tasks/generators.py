@@ -367,39 +367,4 @@ def list_tasks():
     )
 
 
-def parse_lengths(lengths: Iterable[int] | int | str) -> list[int]:
-    """Lengths as a sorted list of distinct positive ints. Accepts an int, an iterable,
-    or a string: '8,16,32', '2:200:20' (start:stop:step, stop included when hit), or a mix."""
-    if isinstance(lengths, (int, np.integer)) and not isinstance(lengths, bool):
-        out = [int(lengths)]
-    elif isinstance(lengths, str):
-        out = []
-        for part in lengths.replace(" ", "").split(","):
-            if not part:
-                continue
-            try:
-                if ":" in part:
-                    bits = [int(b) for b in part.split(":")]
-                    if len(bits) not in (2, 3):
-                        raise ValueError
-                    start, stop, step = bits[0], bits[1], bits[2] if len(bits) == 3 else 1
-                    if step <= 0:
-                        raise ValueError
-                    out += list(range(start, stop + 1, step))
-                else:
-                    out.append(int(part))
-            except ValueError:
-                raise GlassesError(
-                    f"cannot read lengths {lengths!r}: write them as '8,16,32' or 'start:stop:step'"
-                ) from None
-    else:
-        try:
-            out = [int(x) for x in lengths]
-        except (TypeError, ValueError):
-            raise GlassesError(f"lengths must be integers; got {lengths!r}") from None
-    if not out:
-        raise GlassesError("no lengths given; pass e.g. lengths=[8, 16, 32]")
-    bad = [x for x in out if x < 1]
-    if bad:
-        raise GlassesError(f"lengths are positive integers; got {bad}")
-    return sorted(set(out))
+from .._vocab import parse_lengths  # noqa: E402,F401  (the one length grammar)

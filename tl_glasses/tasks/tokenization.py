@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch
 
+from .._vocab import token_strings as _token_strings
 from ..errors import GlassesError, TokenizationError
 from ..typing import Tokens
 
@@ -102,10 +103,9 @@ def encode(model, text: str, *, prepend_bos: bool | None = None) -> Tokens:
 
 
 def token_strings(model, ids: Sequence[int] | torch.Tensor) -> list[str]:
-    """Vocabulary strings of ``ids`` ('Ġ1', '▁', '<bos>' …), as the tokenizer names them."""
-    tok = _tokenizer(model)
-    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
-    return [str(s) for s in tok.convert_ids_to_tokens(ids)]
+    """The text of each of ``ids`` (``tokenizer.decode([id])``: ``" 1"``, not ``"Ġ1"``),
+    as every table and figure of tl_glasses shows a token (:func:`tl_glasses._vocab.token_strings`)."""
+    return _token_strings(_tokenizer(model), ids)
 
 
 def token_char_spans(model, text: str, tokens: torch.Tensor) -> list[tuple[int, int] | None]:
@@ -291,7 +291,7 @@ def _merge_message(model, template, items, sep, js, custom_joiners, tokens, span
 
 def describe_tokenization(model, text: str, *, prepend_bos: bool | None = None):
     """One row per token of ``text`` as ``model.to_tokens`` makes it: position, id,
-    token (vocabulary string), piece (the characters of ``text`` it covers, or '' for
+    token (its decoded text, as every table shows a token), piece (the characters of ``text`` it covers, or '' for
     BOS), start, end (character span; -1 for tokens not from the text)."""
     import pandas as pd
 
