@@ -67,7 +67,10 @@ def collapse_result(data: Path, model: str, run: str) -> CollapseResult | None:
 
 
 def study_rows(data: Path, model: str, run: str) -> pd.DataFrame | None:
-    p = data / model / run / "rows.jsonl"
+    """The rows of a study (``tl-glasses paths --study`` writes them to ``DIR/rows/``)."""
+    p = data / model / run / "rows" / "rows.jsonl"
+    if not p.exists():
+        p = data / model / run / "rows.jsonl"
     if not p.exists():
         return None
     rows = _rows(p)
