@@ -429,7 +429,7 @@ def c6(data: Path, m: str) -> Cell:
     if not ratios:
         return "", "not run"
     gm = float(np.exp(np.mean(np.log(ratios))))
-    txt = (f"{len(ratios)} random pairs (digits ending in 1), fp32, longest n ({n_used}+): distance with the native "
+    txt = (f"{len(ratios)} random pairs (digits ending in 1), fp32, at n = {n_used} (the shortest longest length of the pairs): distance with the native "
            f"local window ÷ all-global = {gm:.3g} (geometric mean; {min(ratios):.3g} … {max(ratios):.3g}); "
            f"local keeps them further apart in {_interval(above, len(ratios))}")
     lo, hi = wilson_interval(above, len(ratios))
