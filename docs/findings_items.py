@@ -386,15 +386,17 @@ def c5(data: Path, m: str) -> Cell:
     if base is None or t1 is None or t2 is None:
         return "", "not run"
     parts, fails, diff = [], [], False
+    ns = sorted(set(base.df["n"]) & set(t1.df["n"]) & set(t2.df["n"]))
+    base, t1, t2 = (TaskResult(df=r.df[r.df["n"].isin(ns)], meta=r.meta) for r in (base, t1, t2))
     for name, r in (("type 0", base), ("type 1", t1), ("type 2", t2)):
         fe, _, hi = _first_error(r)
         fails.append(fe is not None)
         parts.append(f"{name} " + (f"first wrong at n = {fe}" if fe else f"right to n = {hi}")
-                     + f", margin {r.df['logit_diff'].mean():+.2f}")
+                     + f", mean margin {r.df['logit_diff'].mean():+.2f}")
     (_, _), (_, _), d1, _ = _pair_stats(base, t1)
     (_, _), (_, _), d2, _ = _pair_stats(base, t2)
     diff = abs(d1) > 0.5 or abs(d2) > 0.5 or len({_first_error(r)[0] for r in (base, t1, t2)}) > 1
-    txt = "; ".join(parts)
+    txt = f"over {_range(ns)}: " + "; ".join(parts)
     if all(_first_error(r)[0] == _first_error(r)[1] for r in (base, t1, t2)):
         return txt, "not (floor: every type already wrong at the shortest n)"
     if diff and all(fails):
