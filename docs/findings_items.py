@@ -319,10 +319,24 @@ def fig5cd(data: Path, m: str) -> Cell:
     return "; ".join(out), v
 
 
+def _report_raw(data: Path, m: str) -> Path:
+    return data / m / "report-quick" / "raw"
+
+
 def thm51(data: Path, m: str) -> Cell:
     df = study_rows(data, m, "oversquash-copy")
     if df is None:
-        return "", "not run"
+        p = _report_raw(data, m) / "oversquashing" / "summary" / "data.parquet"
+        if not p.exists():
+            return "", "not run"
+        q = pd.read_parquet(p)  # the quick report: two prompts, β = 1 only
+        rho = q["spearman(bound, sensitivity)"].astype(float)
+        u = int(((q["sens start/middle"] > 1) & (q["sens end/middle"] > 1)).sum())
+        txt = (f"only the quick report's {len(q)} copying prompts (n = 40, with and without the hint; the "
+               f"20-prompt study was not run on this model): Spearman(bound, gradient) with β = 1 "
+               + ", ".join(f"{x:.2f}" for x in rho) + f"; U-shape in the gradient {u}/{len(q)}")
+        v = "not (β = 1, two prompts)" if rho.median() <= 0.2 else "partly (two prompts)"
+        return txt, v
     s1, sa = df["spearman"].astype(float), df["spearman_auto"].astype(float)
     u = ((df["sens_start/middle"].astype(float) > 1) & (df["sens_end/middle"].astype(float) > 1))
     k = int(u.sum())
@@ -337,7 +351,16 @@ def thm51(data: Path, m: str) -> Cell:
 def prop52(data: Path, m: str) -> Cell:
     df = study_rows(data, m, "oversquash-copy")
     if df is None:
-        return "", "not run"
+        p = _report_raw(data, m) / "depth" / "result" / "data.parquet"
+        if not p.exists():
+            return "", "not run"
+        d = pd.read_parquet(p).sort_values("layer")
+        mass = d["first_token_mass"].astype(float).to_numpy()
+        rho = pd.Series(mass).corr(pd.Series(np.arange(len(mass))), method="spearman")
+        txt = (f"only the quick report's copying prompt (n = 40; the 20-prompt study was not run on this "
+               f"model): first-token mass of the attention product, layer 1 → {len(mass)}: {mass[0]:.3f} → "
+               f"{mass[-1]:.2f}, Spearman with depth {rho:.2f}")
+        return txt, "reproduced (one prompt)" if rho > 0.5 else "not (one prompt)"
     rho = []
     first, last = [], []
     for prof in df["first_token_mass_by_layer"]:
