@@ -5,12 +5,8 @@ The context is run once, with the key/value cache; candidates of the same token 
 are then run together from copies of that cache (no padding anywhere). Where a model
 offers no cache each candidate batch recomputes context + candidate instead.
 
-Helpers shared by every scoring path (``_logits``, ``_hf_config``,
-``digit_continuation_mask``, ``_end_logprob``) and the fast-path pieces a test may
-replace (``_tree_masks``, ``_cache_rows``, ``_forward_with_cache``) are looked up through
-:mod:`tl_glasses.tasks.scoring` when called, as :mod:`tl_glasses.tasks.generation` does, so
-``monkeypatch.setattr(scoring, name, ...)`` reaches every path. Everything here is
-re-exported by :mod:`tl_glasses.tasks.scoring`, where it always was.
+Shared helpers are looked up through :mod:`tl_glasses.tasks.scoring` when called (see
+the "Layout" note there); everything here is re-exported by that module.
 """
 from __future__ import annotations
 
