@@ -147,11 +147,29 @@ def copy_block(model: str) -> tuple[str, list[TaskResult]]:
 def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") -> None:
     if not res:
         return
-    fig = TaskResult.concat(res).plot(kind=kind)
+    import matplotlib.pyplot as plt
+    from cycler import cycler
+
+    # more conditions than the default ten colours: tab20, and one legend below the panels
+    # so that no legend covers a line
+    with plt.rc_context({"axes.prop_cycle": cycler(color=plt.get_cmap("tab20").colors)}):
+        fig = TaskResult.concat(res).plot(kind=kind)
+    handles, labels = [], []
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            h, lab = ax.get_legend_handles_labels()
+            for hh, ll in zip(h, lab):
+                if ll not in labels:
+                    handles.append(hh)
+                    labels.append(ll)
+            leg.remove()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8,
+                   frameon=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
 
     plt.close(fig)
 
