@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from tl_glasses.tasks.evaluate import TaskResult  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _doc_blocks as doc_blocks  # noqa: E402
 import findings_items as items  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,10 +48,7 @@ def num(v) -> str:
     return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}"
 
 
-def table(head: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+table = doc_blocks.md_table
 
 
 def acc_cell(s) -> str:
@@ -254,35 +252,9 @@ def blocks(draw: bool) -> dict[str, str]:
     return out
 
 
-MARK = re.compile(r"(<!-- findings:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /findings:(?P=name) -->)", re.S)
-
-
 def main(argv: list[str]) -> int:
-    mode = argv[0] if argv else "--print"
-    if mode not in ("--print", "--write", "--check"):
-        print(__doc__)
-        return 2
-    gen = blocks(draw=mode == "--write")
-    if mode == "--print":
-        for k, v in gen.items():
-            print(f"<!-- findings:{k} -->\n{v}\n<!-- /findings:{k} -->\n")
-        return 0
-    text = DOC.read_text()
-    found = {m.group("name"): m.group("body") for m in MARK.finditer(text)}
-    missing = sorted(set(gen) - set(found))
-    if mode == "--check":
-        bad = [k for k in gen if k in found and found[k].strip() != gen[k].strip()]
-        for k in missing:
-            print(f"docs/findings.md has no block {k!r}")
-        for k in bad:
-            print(f"docs/findings.md block {k!r} differs from what findings/ gives: "
-                  f"run python docs/findings_tables.py --write")
-        return 1 if bad or missing else 0
-    new = MARK.sub(lambda m: m.group(1) + gen.get(m.group("name"), m.group("body")) + m.group(4), text)
-    DOC.write_text(new)
-    for k in missing:
-        print(f"note: docs/findings.md has no block {k!r}; add the two markers where it belongs")
-    return 0
+    return doc_blocks.run(argv, doc=DOC, prefix="findings", blocks=lambda draw: blocks(draw=draw),
+                          generator="docs/findings_tables.py", usage=__doc__)
 
 
 if __name__ == "__main__":

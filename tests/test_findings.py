@@ -1,33 +1,40 @@
-"""docs/findings.md is generated from the committed results in findings/ (issue 13): the
-generator, run without a model, reproduces every block of the page."""
+"""docs/findings.md and the measured section of docs/tasks.md are generated from the
+committed results in findings/: each generator, run without a model, reproduces every
+block of its page."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+GENERATORS = [("findings_tables.py", "findings.md"), ("tasks_tables.py", "tasks.md")]
 
 
-def test_findings_page_equals_the_committed_results():
-    res = subprocess.run([sys.executable, str(REPO / "docs" / "findings_tables.py"), "--check"],
+@pytest.mark.parametrize("script", [g for g, _ in GENERATORS])
+def test_page_equals_the_committed_results(script):
+    res = subprocess.run([sys.executable, str(REPO / "docs" / script), "--check"],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_the_check_fails_when_a_number_is_changed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("script,page", GENERATORS)
+def test_the_check_fails_when_a_number_is_changed(tmp_path, monkeypatch, script, page):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("findings_tables", REPO / "docs" / "findings_tables.py")
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), REPO / "docs" / script)
     ft = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ft)
-    doc = tmp_path / "findings.md"
-    text = (REPO / "docs" / "findings.md").read_text()
+    doc = tmp_path / page
+    text = (REPO / "docs" / page).read_text()
     gen = ft.blocks(draw=False)
     name = next(iter(gen))
     body = gen[name]
     tampered = body.replace("1", "7", 1) if "1" in body else body + " x"
-    doc.write_text(text.replace(f"<!-- findings:{name} -->\n{body}", f"<!-- findings:{name} -->\n{tampered}"))
+    prefix = "findings" if page == "findings.md" else "tasks"
+    doc.write_text(text.replace(f"<!-- {prefix}:{name} -->\n{body}", f"<!-- {prefix}:{name} -->\n{tampered}"))
     monkeypatch.setattr(ft, "DOC", doc)
     monkeypatch.setattr(ft, "IMG", tmp_path)
     assert ft.main(["--check"]) == 1

@@ -312,6 +312,7 @@ def hint_study(
     conditions: dict[str, dict] | None = None,
     method: str = "jacobian",
     out=None,
+    progress: bool = True,
 ) -> StudyResult:
     """Sensitivity of the last token to the digit it must copy, with and without the
     paper's hint (Fig. 2b) and alternating digits (Fig. 2c).
@@ -354,5 +355,5 @@ def hint_study(
         )
 
     df = run_rows([dict(condition=name) for name in prompts], compute, out=out, config=config,
-                  key=("condition",), progress=False)
+                  key=("condition",), progress=progress)
     return StudyResult(df=df, meta=config)
