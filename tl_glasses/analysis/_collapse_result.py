@@ -168,7 +168,10 @@ class CollapseResult(Result):
             ff = c["floor_factor"].to_numpy(float)
             below = ~np.isfinite(y)
             if floor and np.isfinite(fl).any():
-                ax.plot(x, fl * ff, "--", color=col, lw=0.7, alpha=0.5)
+                # a floor of exactly 0 has no place on a log axis: leave it out rather than
+                # let the axis clip it into a vertical stroke; "_" marks a lone positive floor
+                shown = np.where(fl * ff > 0, fl * ff, np.nan)
+                ax.plot(x, shown, "--", marker="_", ms=7, color=col, lw=0.7, alpha=0.6)
             if below.any():
                 ax.plot(x[below], np.where(np.isfinite(fl[below] * ff[below]) & (fl[below] > 0),
                                            fl[below] * ff[below], np.nan), "v", mfc="none", color=col)
