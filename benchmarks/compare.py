@@ -91,6 +91,15 @@ def compare(base_rows: list[list[dict]], head_rows: list[list[dict]], tolerance:
     return out
 
 
+def _describe_head() -> str:
+    """The working tree's commit, with ``+changes`` when it has uncommitted edits."""
+    def git(*a):
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+
+    rev = git("rev-parse", "--short", "HEAD")
+    return rev + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="git revision to compare against (e.g. a commit before a refactor)")
@@ -122,8 +131,9 @@ def main(argv=None) -> int:
         print(pd.DataFrame(table).to_string(index=False))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(dict(base=args.base, rounds=args.rounds, quick=args.quick,
-                                            tolerance=args.tolerance, rows=table), indent=1))
+        args.out.write_text(json.dumps(dict(base=args.base, head=_describe_head(), rounds=args.rounds,
+                                            quick=args.quick, only=args.only, tolerance=args.tolerance,
+                                            rows=table), indent=1))
     return 1 if any(r["verdict"] == "worse" for r in table) else 0
 
 
