@@ -20,12 +20,13 @@ from ._backend import (
     register_backend,
     unregister_backend,
 )
-from ._engine import CaptureOut, Read, capturing, forward, run
+from ._engine import CaptureOut, Read, cache, capturing, forward, run
 
 __all__ = [
     "run",
     "capturing",
     "forward",
+    "cache",
     "Read",
     "CaptureOut",
     "Backend",

@@ -55,6 +55,9 @@ class Backend(Protocol):
                 position_ids: torch.Tensor | None, kwargs: dict) -> Any:
         """One forward; the logits (all positions, or the last ``logits`` of them) or None."""
 
+    def cache(self, model: Any, tokens: torch.Tensor, names: Sequence[str], fwd: Sequence[HookSpec]) -> Any:
+        """The model family's own activation cache of ``names`` (after ``fwd`` hooks)."""
+
 
 @contextmanager
 def hooks_context(model, fwd_hooks: Sequence[HookSpec] = (), bwd_hooks: Sequence[HookSpec] = ()) -> Iterator[Any]:
@@ -133,6 +136,11 @@ class TransformerLensBackend:
         if keep:
             return model(tokens, return_type="logits", logits_to_keep=k, **kw)
         return model(tokens, return_type="logits", **kw)[:, -k:]
+
+    def cache(self, model: Any, tokens: torch.Tensor, names: Sequence[str], fwd: Sequence[HookSpec]) -> Any:
+        with torch.no_grad(), hooks_context(model, fwd):
+            _, c = model.run_with_cache(tokens, names_filter=list(names), return_type=None)
+        return c
 
 
 @contextmanager

@@ -24,7 +24,7 @@ import torch
 from ..errors import GlassesError, HookError
 from ._backend import Backend, HookSpec, backend_for
 
-__all__ = ["Read", "CaptureOut", "run", "capturing", "forward"]
+__all__ = ["Read", "CaptureOut", "run", "capturing", "forward", "cache"]
 
 
 class _StopForward(Exception):
@@ -227,3 +227,13 @@ def forward(model, tokens: torch.Tensor, keep=None, *, fallback: bool = True, **
             raise
         full = model(tokens, **kw)
         return full[:, -keep:] if isinstance(keep, int) else full[:, keep.to(full.device)]
+
+
+def cache(model, tokens: torch.Tensor, names: Sequence[str], *, fwd_hooks: Sequence[HookSpec] = (),
+          backend: Backend | None = None, purpose: str = "this analysis") -> Any:
+    """The backend's own activation cache (TransformerLens: an ``ActivationCache``) of
+    ``names`` from one no-grad forward, after ``fwd_hooks``; hooks removed after."""
+    be = backend or backend_for(model)
+    be.check(model, list(names), purpose)
+    be.prepare(model, list(names))
+    return be.cache(model, tokens, names, list(fwd_hooks))
