@@ -140,7 +140,7 @@ def _score_one(model, ctx, last_logits, cache, row, cands, mask, *, batch_size, 
             if need_logits:
                 if cache is not None:
                     rows = torch.full((len(sub),), row, dtype=torch.long, device=dev)
-                    logits = model(ct, past_key_values=_s._cache_rows(cache, rows), return_type="logits")
+                    logits = forward(model, ct, past_key_values=_s._cache_rows(cache, rows), return_type="logits")
                 else:
                     full = torch.cat([ctx.expand(len(sub), -1), ct], dim=1)
                     logits = _s._logits(model, full, k)
