@@ -35,7 +35,7 @@ def _last_token(model: SyntheticDecoder, tokens: torch.Tensor) -> tuple[torch.Te
     out = capture_run(model, tokens, read=reads, logits=True, forward_kwargs={"last_query_only": True},
                       attn_impl="eager", check=False)
     store, logits = out.acts, out.logits
-    return store["y"], logits[0, -1].detach(), store["p"]
+    return store[FINAL], logits[0, -1].detach(), store[last]
 
 
 def collapse_by_pe(
