@@ -154,10 +154,11 @@ def test_adapter_on_hooked_root_module():
     assert hook_snapshot(m) == before
 
 
-def test_check_hooks_adapts_and_norm_free_models():
+def test_check_hooks_reads_only_and_norm_free_models():
     m = _mini()
-    check_hooks(m, [FINAL, "blocks.0.hook_resid_pre"])
-    assert FINAL in m.hook_dict
+    check_hooks(m, [FINAL, "blocks.0.hook_resid_pre"])  # adaptable: accepted, not added
+    assert FINAL not in m.hook_dict and not hasattr(m.ln_final, "hook_out")
+    assert final_hook_name(m) == FINAL and FINAL in m.hook_dict  # the adapter, on demand
     bare = _mini(normalization=None)
     assert final_hook_name(bare) == "blocks.1.hook_resid_post"
     with pytest.raises(HookError, match="ln_final.hook_out"):

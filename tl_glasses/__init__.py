@@ -72,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     "SyntheticDecoder": "tl_glasses.synthetic",
 }
 
-_SUBMODULES = {"models", "tasks", "analysis", "interventions", "synthetic", "sweeps", "viz", "errors", "results", "typing", "compat", "doctor"}
+_SUBMODULES = {"models", "tasks", "analysis", "capture", "interventions", "synthetic", "sweeps", "viz", "errors", "results", "typing", "compat", "doctor"}
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 

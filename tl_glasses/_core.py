@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable
 
 import torch
 
@@ -139,19 +138,23 @@ def _hook_names(model) -> set[str]:
 
 
 def check_hooks(model, names: Iterable[str], *, purpose: str = "this analysis") -> None:
-    """Raise a HookError naming every missing hook and the closest existing names."""
+    """Raise a HookError naming every missing hook and the closest existing names.
+
+    Reads the model and never changes it: on a TransformerLens 3.x HookedTransformer
+    ``ln_final.hook_out`` counts as present when :mod:`tl_glasses.compat` can add it;
+    the capture engine adds it right before the run that hooks it."""
     names = list(names)
+    adaptable: set[str] = set()
     if FINAL in names and FINAL not in model.hook_dict:
-        # a TransformerLens 3.x HookedTransformer: add ln_final.hook_out (compat adapter)
-        from .compat import _legacy_final_norm, as_glasses_model
+        from .compat import _legacy_final_norm
 
         if _legacy_final_norm(model) is not None:
-            as_glasses_model(model)
+            adaptable.add(FINAL)
     have = _hook_names(model)
     aliases = getattr(model, "_hook_alias_registry", None) or {}
     missing = []
     for n in names:
-        if n in have or n in aliases:
+        if n in have or n in aliases or n in adaptable:
             continue
         try:  # TransformerBridge resolves aliases (hook_resid_pre, hook_z, …) lazily
             model._resolve_hook_point(n, None, model.hook_dict)  # type: ignore[attr-defined]
@@ -187,19 +190,6 @@ def hook_snapshot(model) -> dict[str, tuple[int, ...]]:
     return snap
 
 
-@contextmanager
-def hooks_context(
-    model,
-    fwd_hooks: Sequence[tuple[Any, Callable]] = (),
-    bwd_hooks: Sequence[tuple[Any, Callable]] = (),
-) -> Iterator[Any]:
-    """``model.hooks(...)`` with the guarantee tl_glasses relies on: exactly the hooks
-    added here are removed on exit, whatever happens inside (errors included), and the
-    user's own hooks are never touched."""
-    with model.hooks(fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks)):
-        yield model
-
-
 def check_finite(t: torch.Tensor, where: str) -> None:
     if not torch.isfinite(t).all():
         kind = "NaN" if torch.isnan(t).any() else "Inf"
@@ -210,7 +200,8 @@ def check_finite(t: torch.Tensor, where: str) -> None:
 
 
 def first_nonfinite_hook(model, tokens: torch.Tensor) -> str | None:
-    """Run once and return the first hook (in execution order) whose output holds NaN/Inf."""
+    """Run once (through the capture engine) and return the first hook (in execution
+    order) whose output holds NaN/Inf."""
     order: list[str] = []
     bad: list[str] = []
 
@@ -221,9 +212,10 @@ def first_nonfinite_hook(model, tokens: torch.Tensor) -> str | None:
                 bad.append(hook.name)
         return None
 
+    from .capture import run
+
     names = [n for n in model.hook_dict if n.startswith(("hook_embed", "blocks.", "ln_final"))]
-    with torch.no_grad(), hooks_context(model, [(lambda n, s=set(names): n in s, spy)]):
-        model(tokens, return_type=None)
+    run(model, tokens, write=[(lambda n, s=set(names): n in s, spy)], attn_impl="eager", check=False)
     return bad[0] if bad else None
 
 
@@ -233,3 +225,12 @@ def raise_if_nonfinite(model, tokens: torch.Tensor, t: torch.Tensor, what: str) 
         return
     where = first_nonfinite_hook(model, tokens) or what
     check_finite(t, f"{where} (first hook with a non-finite value; dtype {model_dtype(model)})")
+
+
+def __getattr__(name: str) -> Any:
+    # hooks_context lives in the capture engine's backend; kept importable from here
+    if name == "hooks_context":
+        from .capture import hooks_context
+
+        return hooks_context
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -201,9 +201,9 @@ def test_final_hook_takes_patches_and_gradients(ht):
     assert not grads[0][0, :-1].any()
 
 
-def test_check_hooks_adapts_a_hooked_transformer(ht):
+def test_check_hooks_accepts_and_never_adapts_a_hooked_transformer(ht):
     check_hooks(ht, [FINAL, "blocks.1.attn.hook_pattern", "blocks.0.hook_resid_pre"])
-    assert FINAL in ht.hook_dict
+    assert FINAL not in ht.hook_dict  # check_hooks reads; the capture engine adapts on use
     with pytest.raises(HookError, match="blocks.9.hook_resid_post"):
         check_hooks(ht, ["blocks.9.hook_resid_post"])
 
@@ -249,6 +249,7 @@ def test_same_weights_same_hooks(triple):
     with torch.no_grad():
         check_hooks(ht, names)
         check_hooks(bridge, names)
+        final_hook_name(ht)  # check_hooks only reads: adapt before a direct run_with_cache
         lh, ch = ht.run_with_cache(toks, names_filter=names)
         lb, cb = bridge.run_with_cache(toks, names_filter=names)
         ref = hf(toks, output_hidden_states=True)

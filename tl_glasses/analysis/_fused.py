@@ -143,21 +143,15 @@ def _runs(model):
     toks = torch.randint(0, min(vocab, 1000), (1, n), generator=g)
     dev = next(model.parameters()).device
     toks = toks.to(dev)
-    out: dict[str, torch.Tensor] = {}
     last = f"blocks.{len(model.blocks) - 1}.attn.hook_z"
+    from ..capture import Read, run
 
-    def grab(t, hook):
-        out[hook.name if hook.name == FINAL else "z"] = t[:, -1].detach().double().clone()
-
-    try:
-        with torch.no_grad():
-            with model.hooks(fwd_hooks=[(FINAL, grab), (last, grab)]):
-                model(toks, return_type=None)
-                ref = out.pop(FINAL)
-                out.pop("z", None)
-                with fused_attention(model):
-                    model(toks, return_type=None)
-                got, zgot = out.pop(FINAL, None), out.pop("z", None)
+    at_last = Read(fn=lambda t: t[:, -1].detach().double().clone())
+    reads = {FINAL: at_last, last: at_last}
+    try:  # the same reads with each kernel, forced (kernel=: no check, this is the check)
+        ref = run(model, toks, read=reads, kernel="eager", check=False).acts[FINAL]
+        fused = run(model, toks, read=reads, kernel="sdpa", check=False).acts
+        got, zgot = fused.get(FINAL), fused.get(last)
     except Exception as exc:  # noqa: BLE001 - any failure means: use eager
         warnings.warn(f"tl_glasses: fused attention unavailable on this model ({exc}); using eager", stacklevel=3)
         return None

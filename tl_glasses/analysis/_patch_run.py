@@ -13,10 +13,9 @@ from typing import Mapping
 
 import torch
 
-from .._core import FINAL, hooks_context
+from .._core import FINAL
 from ..errors import GlassesError, HookError
 from ._patch_metrics import _hook_name
-from ._stop import _StopForward  # our hooks end a forward early with it
 
 
 # ---------------------------------------------------------------------------------
@@ -24,44 +23,29 @@ from ._stop import _StopForward  # our hooks end a forward early with it
 # ---------------------------------------------------------------------------------
 def _run_to_final(model, tokens, fwd_hooks, captures: Mapping[str, torch.Tensor] | None = None,
                   mitigation=None):
-    """Run ``tokens`` with ``fwd_hooks``; return (y at the last position ``[batch, d]``,
-    {hook name: activation at the given positions ``[batch, P, ...]``}).
+    """Run ``tokens`` with ``fwd_hooks`` (the mitigation's patch and hooks first) through
+    the capture engine; return (y at the last position ``[batch, d]``, {hook name:
+    activation at the given positions ``[batch, P, ...]``}).
 
-    The forward stops right after the final norm. Captures are detached copies of the
-    positions asked for only (never the whole activation)."""
-    got: dict[str, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
+    The forward stops right after the final norm (nothing after it, the unembedding,
+    is needed) and runs the eager attention kernel, the definition. Captures are
+    detached copies of the positions asked for only (never the whole activation); y
+    keeps its graph when autograd is on (attribution patching)."""
+    from ..capture import Read, run
 
-    def grab_final(t, hook):
-        out["y"] = t[:, -1]
-        raise _StopForward  # after ln_final: nothing after it (the unembedding) is needed
-
-    hooks = list(fwd_hooks)
-    for name, pos in (captures or {}).items():
-        def cap(t, hook, name=name, pos=pos):
-            got[name] = t[:, pos.to(t.device)].detach().clone()
-            return None
-
-        hooks.append((name, cap))
-    hooks.append((FINAL, grab_final))
-    try:
-        if mitigation is not None:  # its patch (mask edits) + its hooks, then ours
-            with mitigation.applied(model, fwd_hooks=hooks):
-                model(tokens, return_type=None)
-        else:
-            with hooks_context(model, hooks):
-                model(tokens, return_type=None)
-    except _StopForward:
-        pass
-    if "y" not in out:
+    reads: dict[str, Read] = {name: Read(at=pos) for name, pos in (captures or {}).items()}
+    reads[FINAL] = Read(at=-1, graph=True)
+    out = run(model, tokens, read=reads, write=list(fwd_hooks), mitigation=mitigation, stop=True,
+              attn_impl="eager", grad=torch.is_grad_enabled(), purpose="patching", check=False)
+    if FINAL not in out.acts:
         raise HookError(
             f"the run did not reach {FINAL}; this model does not fire that hook. Load it with "
             f"tl_glasses.load_model or tl_glasses.wrap_model (TransformerBridge)"
         )
-    missing = [n for n in (captures or {}) if n not in got]
+    missing = out.missing(list(captures or {}))
     if missing:
         raise HookError(f"these hook points did not fire during the run: {missing}")
-    return out["y"], got
+    return out.acts[FINAL], {n: out.acts[n] for n in (captures or {})}
 
 
 def _user_cache_get(cache, name: str, what: str):

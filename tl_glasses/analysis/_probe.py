@@ -9,16 +9,15 @@ layer (or at all layers). It can also read the same quantities from an existing
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float
 
-from .._core import FINAL, check_hooks, hook_snapshot, hooks_context, n_heads, n_layers, require_eval
+from .._core import FINAL, check_hooks, hook_snapshot, n_heads, n_layers, require_eval
 from ..errors import GlassesError, HookError
-from ._fused import fused_attention, fused_supported, needs_eager
+from ._fused import fused_supported, needs_eager
 
 __all__ = ["LastTokenProbe", "Capture", "run_capture", "resolve_attn_impl", "is_rotary"]
 
@@ -154,9 +153,9 @@ def resolve_attn_impl(model, attn_impl: str, hook_names: Sequence[Any], *, eager
     pattern keeps the run on the eager path, where it fires."""
     if attn_impl not in ("auto", "eager", "sdpa"):
         raise GlassesError(f"attn_impl must be 'auto', 'eager' or 'sdpa', not {attn_impl!r}")
-    must_eager = eager_needed or needs_eager(list(hook_names) + list(hook_snapshot(model)))
     if attn_impl == "eager":
         return "eager"
+    must_eager = eager_needed or needs_eager(list(hook_names) + list(hook_snapshot(model)))
     if attn_impl == "sdpa":
         if must_eager:
             raise GlassesError(
@@ -182,18 +181,11 @@ def is_rotary(model) -> bool:
 
 
 def _supports_logits_to_keep(model) -> bool:
-    import inspect
+    from ..capture import backend_for
 
-    hf = getattr(model, "original_model", None)
-    if hf is None:
-        return False
-    try:
-        return "logits_to_keep" in inspect.signature(hf.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    return backend_for(model).supports_logits_to_keep(model)
 
 
-@torch.no_grad()
 def run_capture(
     model,
     tokens: torch.Tensor,
@@ -206,33 +198,21 @@ def run_capture(
     logits: bool = True,
     position_ids: torch.Tensor | None = None,
 ) -> Capture:
-    """One forward of ``tokens`` (``[batch, pos]``) with the probe, the mitigation's
-    edits and the user's hooks; logits only at the last position of row 0.
-    ``position_ids`` (rotary models) runs the tokens at other absolute positions."""
+    """One forward of ``tokens`` (``[batch, pos]``) through the capture engine with the
+    probe's reads, the mitigation's edits and the user's hooks; logits only at the last
+    position of row 0. ``position_ids`` (rotary models) runs the tokens at other
+    absolute positions. The probe reads each hook after the mitigation's and the user's
+    hooks at that hook point have run (it sees their edits)."""
+    from ..capture import Read, run
+
     require_eval(model)
-    mit_hooks = list(mitigation.hooks(model)) if mitigation is not None else []
-    all_hooks = probe.hooks(index) + mit_hooks + list(fwd_hooks)
-    impl = resolve_attn_impl(
-        model, attn_impl, [n for n, _ in mit_hooks] + [n for n, _ in fwd_hooks],
-        eager_needed=bool(mitigation is not None and mitigation.needs_eager),
-    )
-    out = None
-    with ExitStack() as stack:
-        if mitigation is not None:
-            stack.enter_context(mitigation.patch(model))
-        if impl == "sdpa":
-            stack.enter_context(fused_attention(model))
-        stack.enter_context(hooks_context(model, all_hooks))
-        kw = {} if position_ids is None else {"position_ids": position_ids}
-        if _supports_logits_to_keep(model):
-            # the unembedding of the last position only (Gemma's 262k-token unembedding
-            # otherwise dominates a forward), also when no logits are wanted
-            kw["logits_to_keep"] = 1
-        if logits:
-            out = model(tokens, return_type="logits", **kw)[0, -1]
-        else:
-            model(tokens, return_type=None, **kw)
+    index = list(index) if index is not None else [(0, -1)]
+    at = Read(at=index)
+    out = run(model, tokens, read={n: at for n in probe.names}, write=list(fwd_hooks), mitigation=mitigation,
+              logits=1 if logits else False, attn_impl=attn_impl, position_ids=position_ids,
+              purpose="LastTokenProbe", check=False)
+    probe._store, probe._index = dict(out.acts), index
     cap = probe.capture()
-    cap.logits = None if out is None else out.detach().clone()
-    cap.attn_impl = impl
+    cap.logits = None if out.logits is None else out.logits[0, -1].detach().clone()
+    cap.attn_impl = out.attn_impl
     return cap

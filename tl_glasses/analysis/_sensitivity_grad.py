@@ -1,6 +1,7 @@
-"""The estimators of :func:`~tl_glasses.analysis.sensitivity.sensitivity`: one hooked
-forward that captures the ``wrt`` activations (the first as a leaf) and the target, and
-the backward passes that turn it into squared norms (exact Jacobian from batched one-hot
+"""The estimators of :func:`~tl_glasses.analysis.sensitivity.sensitivity` (whose one
+hooked forward, the ``wrt`` activations with the first as a leaf and the target, runs
+through :func:`tl_glasses.capture.capturing`): the backward passes that turn it into
+squared norms (exact Jacobian from batched one-hot
 vector–Jacobian products, Hutchinson from random probes).
 
 Everything here is re-exported by :mod:`tl_glasses.analysis.sensitivity`, where it
@@ -9,66 +10,10 @@ always was.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from ..errors import HookError
-from ._stop import _StopForward  # our hooks end a forward early with it
-
-
-class _Graph:
-    """One forward with the wrt activations captured (the first one replaced by a
-    leaf) and the target captured; the forward stops right after the target
-    unless logits are needed."""
-
-    def __init__(self, wrt: list[str], target: str, target_pos: int, need_logits: bool):
-        self.wrt, self.target, self.target_pos, self.need_logits = wrt, target, target_pos, need_logits
-        self.acts: dict[str, torch.Tensor] = {}
-        self.y: torch.Tensor | None = None
-        self.leaf: torch.Tensor | None = None
-
-    def hook_for(self, name: str):
-        # keyed by the name asked for: an alias (hook_resid_pre) fires as its target (hook_in)
-        return lambda t, hook: self.wrt_hook(t, hook, name)
-
-    def wrt_hook(self, t, hook, name: str):
-        if name in self.acts:
-            raise HookError(f"hook {name!r} fired twice in one forward; sensitivity needs a hook that fires once")
-        if not isinstance(t, torch.Tensor) or t.ndim < 3 or not t.is_floating_point():
-            raise HookError(
-                f"wrt hook {name!r} gives {type(t).__name__} "
-                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}; sensitivity needs an activation "
-                f"shaped [batch, pos, ...] such as blocks.L.hook_resid_pre"
-            )
-        if self.leaf is None:
-            # the first wrt hook to fire becomes the leaf: nothing upstream is recorded
-            x = t.detach().clone().requires_grad_(True)
-            self.leaf = x
-            self.acts[name] = x
-            return x
-        self.acts[name] = t
-        return t
-
-    def target_hook(self, t, hook):
-        if not isinstance(t, torch.Tensor) or t.ndim < 3:
-            raise HookError(f"target hook {self.target!r} must give [batch, pos, ...], got {type(t).__name__}")
-        self.y = t
-        if not self.need_logits:
-            raise _StopForward  # skip the rest of the forward (caught in _forward, never escapes)
-
-
-def _forward(model, tokens, graph: _Graph, *, keep_last_logits: bool):
-    kw: dict[str, Any] = {}
-    if graph.need_logits:
-        if keep_last_logits:
-            kw["logits_to_keep"] = 1
-        return model(tokens, return_type="logits", **kw)
-    try:
-        model(tokens, return_type=None)
-    except _StopForward:
-        pass
-    return None
 
 
 def _norms(g: torch.Tensor, pos_dim: int) -> torch.Tensor:

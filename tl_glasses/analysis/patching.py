@@ -50,7 +50,6 @@ from .._core import (
     FINAL,
     as_tokens,
     check_hooks,
-    hooks_context,
     model_dtype,
     n_heads,
     n_layers,
@@ -95,7 +94,6 @@ from ._patch_run import (  # noqa: F401
     _setter,
     _user_cache_get,
 )
-from ._stop import _StopForward  # noqa: F401
 
 __all__ = [
     "SITES",
@@ -175,8 +173,9 @@ def patch_cache(model, prompt, sites: Sequence[str] | str = DEFAULT_SITES, layer
     names = patch_hook_names(model, sites, layers)
     check_hooks(model, names, purpose="patching")
     toks = as_tokens(model, prompt)
-    with torch.no_grad(), hooks_context(model, list(fwd_hooks)):
-        _, cache = model.run_with_cache(toks, names_filter=list(names), return_type=None)
+    from ..capture import cache as _cache
+
+    cache = _cache(model, toks, names, fwd_hooks=list(fwd_hooks))
     got = set(cache.keys())
     missing = [n for n in names if n not in got]
     if missing:

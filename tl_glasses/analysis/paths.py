@@ -37,12 +37,12 @@ from typing import Callable, Sequence, Union
 import pandas as pd
 import torch
 
-from .._core import as_tokens, check_hooks, hooks_context, n_layers, require_eval
+from .._core import as_tokens, check_hooks, n_layers, require_eval
+from ..capture import run
 from ..errors import GlassesError, HookError, UnknownNameError
 # re-exported: importing this module registers PathResult and DepthResult, so results
 # saved before the split (module tl_glasses.analysis.paths) still load
 from ._path_results import DepthResult, PathResult
-from ._stop import _StopForward  # our hooks end a forward early with it
 from ._sensitivity_result import _model_name, token_strings, u_shape  # noqa: F401
 
 __all__ = [
@@ -196,10 +196,10 @@ def _pattern_names(model, layers: Sequence[int]) -> list[str]:
 
 def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPattern"], None], *,
                   heads: str, band: bool = True, norms: bool = False) -> None:
-    """One no-grad forward: each layer's pattern is head-reduced (and banded) inside its
-    hook and handed to ``on_layer(layer, LayerPattern)``; with ``norms`` the layer is
-    handed over once its attention output has fired, with ``resid_ratio`` set. The
-    forward stops right after the last thing it needs."""
+    """One no-grad forward through the capture engine: each layer's pattern is
+    head-reduced (and banded) as it is read and handed to ``on_layer(layer,
+    LayerPattern)``; with ``norms`` the layer is handed over once its attention output
+    has fired, with ``resid_ratio`` set. The forward stops right after the last read."""
     L = n_layers(model)
     names = _pattern_names(model, range(L))
     extra = [f"blocks.{i}.hook_resid_pre" for i in range(L)] + [f"blocks.{i}.hook_attn_out" for i in range(L)]
@@ -211,11 +211,9 @@ def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPa
     def finish(layer, pat):
         seen.add(layer)
         on_layer(layer, pat)
-        if len(seen) == L:
-            raise _StopForward  # the last pattern is captured: the rest of the forward is not needed
 
     def pattern_hook(layer):
-        def hook(t, hook):
+        def hook(t):
             if layer in seen or layer in pending:
                 raise HookError(f"{names[layer]} fired twice in one forward")
             pat = LayerPattern.from_dense(reduce_heads(t.detach().float(), heads), allow_band=band)
@@ -226,12 +224,12 @@ def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPa
         return hook
 
     def resid_hook(layer):
-        def hook(t, hook):
+        def hook(t):
             resid[layer] = t.detach()[0].float().norm(dim=-1)
         return hook
 
     def attn_out_hook(layer):
-        def hook(t, hook):
+        def hook(t):
             if layer not in pending or layer not in resid:
                 raise HookError(f"blocks.{layer}.hook_attn_out fired before its pattern or resid_pre")
             a = t.detach()[0].float().norm(dim=-1)
@@ -241,15 +239,13 @@ def _run_patterns(model, tokens: torch.Tensor, on_layer: Callable[[int, "LayerPa
             finish(layer, pat)
         return hook
 
-    fwd = [(nm, pattern_hook(i)) for i, nm in enumerate(names)]
+    reads = {nm: pattern_hook(i) for i, nm in enumerate(names)}
     if norms:
-        fwd += [(f"blocks.{i}.hook_resid_pre", resid_hook(i)) for i in range(L)]
-        fwd += [(f"blocks.{i}.hook_attn_out", attn_out_hook(i)) for i in range(L)]
-    with torch.no_grad(), hooks_context(model, fwd_hooks=fwd):
-        try:
-            model(tokens, return_type=None)
-        except _StopForward:
-            pass
+        reads.update({f"blocks.{i}.hook_resid_pre": resid_hook(i) for i in range(L)})
+        reads.update({f"blocks.{i}.hook_attn_out": attn_out_hook(i) for i in range(L)})
+    # the engine stops the forward once every read has fired (the last pattern, or the
+    # last attention output with norms): the rest of the forward is not needed
+    run(model, tokens, read=reads, stop=True, attn_impl="eager", purpose="path products", check=False)
     if len(seen) != L:
         missing = [names[i] for i in range(L) if i not in seen]
         raise HookError(

@@ -30,7 +30,6 @@ here, where it always was.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from typing import Callable, Sequence, Union
 
 import torch
@@ -39,7 +38,6 @@ from .._core import (
     FINAL,
     as_tokens,
     check_hooks,
-    hooks_context,
     model_device,
     model_dtype,
     n_layers,
@@ -47,22 +45,18 @@ from .._core import (
     require_eval,
     resid_name,
 )
+from ..capture import Read, capturing
 from ..errors import GlassesError, HookError, UnknownNameError
-from ._fused import fused_attention
-from ._probe import resolve_attn_impl
 # re-exported: every name importable from here before the split still is (importing this
 # module also registers SensitivityResult, so results saved before the split still load)
 from ._sensitivity_grad import (  # noqa: F401
-    _forward,
     _grad,
-    _Graph,
     _hutchinson_sq,
     _jacobian_sq,
     _norms,
     _per_probe_norms,
 )
 from ._sensitivity_result import SensitivityResult, _frame, _model_name, _regions, token_strings, u_shape  # noqa: F401
-from ._stop import _StopForward  # noqa: F401
 
 __all__ = ["sensitivity", "SensitivityResult", "METHODS", "u_shape", "token_strings"]
 
@@ -156,12 +150,6 @@ def _describe_metric(metric: Metric) -> str:
     return getattr(metric, "__name__", repr(metric))
 
 
-def _logits_to_keep_supported(model) -> bool:
-    from ._probe import _supports_logits_to_keep
-
-    return _supports_logits_to_keep(model)
-
-
 def _per_probe_bytes(model, n: int, n_wrt: int, width: int) -> int:
     cfg = model.cfg
     heads = int(getattr(cfg, "n_heads", 1) or 1)
@@ -211,6 +199,15 @@ def _scalar_from_logits(model, metric: Metric, logits: torch.Tensor) -> torch.Te
             f"it returned {type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
         )
     return out.reshape(())
+
+
+def _target_read(name: str):
+    def read(t):
+        if not isinstance(t, torch.Tensor) or t.ndim < 3:
+            raise HookError(f"target hook {name!r} must give [batch, pos, ...], got {type(t).__name__}")
+        return t
+
+    return read
 
 
 # --------------------------------------------------------------------------- analyser
@@ -292,32 +289,27 @@ def sensitivity(
     _memory_guard(model, n, what=f"sensitivity(method={method!r})", grad=True,
                   logits="last" if need_logits else "none")
 
-    graph = _Graph(wrt_names, target_name, tpos, need_logits)
-    fwd = [(name, graph.hook_for(name)) for name in wrt_names]
-    if not need_logits:
-        fwd.append((target_name, graph.target_hook))
-    keep_last = need_logits and tpos == n - 1 and _logits_to_keep_supported(model)
-
-    impl = resolve_attn_impl(model, attn_impl, wrt_names + [target_name])
+    reads = {} if need_logits else {target_name: Read(fn=_target_read(target_name), graph=True)}
+    # the last position's logits only when the metric reads the last position
+    want_logits: bool | int = (1 if tpos == n - 1 else True) if need_logits else False
 
     t0 = time.perf_counter()
     out: dict[str, torch.Tensor] = {}
     try:  # NaN/Inf: locate it after this block, once sensitivity's own hooks are gone
-        with ExitStack() as stack:
-            if impl == "sdpa":
-                # the graph keeps references to the fused modules' tensors; the switch is
-                # undone on exit, after the last backward pass
-                stack.enter_context(fused_attention(model))
-            stack.enter_context(torch.enable_grad())
-            stack.enter_context(hooks_context(model, fwd_hooks=fwd))
-            logits = _forward(model, tokens, graph, keep_last_logits=keep_last)
-            missing = [w for w in wrt_names if w not in graph.acts]
+        # one forward through the capture engine (the first wrt hook becomes the leaf; it
+        # stops after the target unless logits are needed); the block stays open for the
+        # backward passes: the graph keeps references to the fused kernel's tensors
+        with capturing(model, tokens, read=reads, grad_wrt=wrt_names, logits=want_logits,
+                       stop=not need_logits, attn_impl=attn_impl, purpose="sensitivity", check=False) as cap:
+            impl = cap.attn_impl
+            logits = cap.logits
+            missing = [w for w in wrt_names if w not in cap.wrt]
             if missing:
                 raise HookError(
                     f"wrt hook(s) {missing} did not fire before the target {target_name!r}: the target "
                     f"cannot depend on them. Use a wrt hook earlier in the model than the target"
                 )
-            inputs = [graph.acts[w] for w in wrt_names]
+            inputs = [cap.wrt[w] for w in wrt_names]
             for w, a in zip(wrt_names, inputs):
                 if a.shape[1] != n:
                     raise HookError(
@@ -327,7 +319,7 @@ def sensitivity(
             if need_logits:
                 if not isinstance(logits, torch.Tensor):
                     raise GlassesError("the model returned no logits tensor; use a vector metric (a tensor u)")
-                if not keep_last:
+                if want_logits is True:
                     logits = logits[:, : tpos + 1]
                 scalar = _scalar_from_logits(model, metric, logits)
                 _NonFinite.check(scalar.detach(), "the metric")
@@ -335,7 +327,9 @@ def sensitivity(
                 sq = torch.stack([_norms(g, 1) for g in grads])
                 out["values_sq"] = sq
             else:
-                y = graph.y[0, tpos]
+                if target_name not in cap.acts:
+                    raise HookError(f"the target hook {target_name!r} did not fire during the run")
+                y = cap.acts[target_name][0, tpos]
                 _NonFinite.check(y.detach(), target_name)
                 if method == "scalar":
                     u = metric.to(device=y.device, dtype=y.dtype)

@@ -5,7 +5,9 @@ A :class:`Mitigation` offers up to three things, each usable on its own:
 * ``transform(spec) -> spec`` — a prompt/items transform on a
   :class:`~tl_glasses.tasks.families.PromptSpec` (separators, prompt structure);
 * ``hooks(model) -> [(hook_name, fn), ...]`` — forward hooks, to pass to
-  ``model.hooks(fwd_hooks=...)`` together with anything else you hook;
+  ``model.hooks(fwd_hooks=...)`` together with anything else you hook (tl_glasses'
+  analysers hand the mitigation itself to :mod:`tl_glasses.capture`, which runs its
+  patch and these hooks before the reads);
 * ``patch(model)`` — a context manager for edits that hooks cannot make (e.g. the
   attention mask of a native local layer), undone on every exit path.
 
@@ -20,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .._core import hooks_context, n_layers
+from .._core import n_layers
 from .._vocab import parse_layers as _parse_layers
 from ..errors import GlassesError, HookError
 
@@ -68,6 +70,8 @@ class Mitigation:
                 bwd_hooks: Sequence[tuple[Any, Callable]] = ()) -> Iterator[Any]:
         """Hooks and patches of this mitigation, plus ``fwd_hooks``/``bwd_hooks`` of
         your own, for the duration of the block; everything added is removed after."""
+        from ..capture import hooks_context
+
         with ExitStack() as stack:
             stack.enter_context(self.patch(model))
             stack.enter_context(
@@ -76,27 +80,20 @@ class Mitigation:
             yield model
 
     def verify(self, model, tokens: torch.Tensor, *, atol: float = 0.0) -> float:
-        """Run ``tokens`` with and without this mitigation's model edits and return the
-        largest change of the final representation; raise :class:`HookError` if the
+        """Run ``tokens`` with and without this mitigation's model edits (two runs of the
+        capture engine) and return the largest change of the final representation; raise :class:`HookError` if the
         output did not change at all (an edit that had no effect)."""
         from .._core import as_tokens, final_hook_name
 
         if not self.has_model_edits:
             raise GlassesError(f"{self.label} edits the prompt, not the model: nothing to verify on a run")
+        from ..capture import Read, run
+
         tokens = as_tokens(model, tokens)
-        box: dict[str, torch.Tensor] = {}
-
-        def grab(t, hook):
-            box["y"] = t[:, -1].detach().clone()
-
         final = final_hook_name(model)
-        with torch.no_grad():
-            with hooks_context(model, [(final, grab)]):
-                model(tokens, return_type=None)
-            base = box.pop("y")
-            with self.applied(model, fwd_hooks=[(final, grab)]):
-                model(tokens, return_type=None)
-            new = box.pop("y")
+        read = {final: Read(at=-1)}
+        base = run(model, tokens, read=read, attn_impl="eager", purpose="verify").acts[final]
+        new = run(model, tokens, read=read, mitigation=self, attn_impl="eager", purpose="verify").acts[final]
         change = float((new.double() - base.double()).abs().max())
         if change <= atol:
             raise HookError(

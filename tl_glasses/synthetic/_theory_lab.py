@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._core import FINAL, hooks_context
+from .._core import FINAL
+from ..capture import run as capture_run
 from ..errors import UnknownNameError
 from ..sweeps import run_rows
 from ._figures import CollapseByPEResult, CountingPrecisionResult, CountingRatioResult
@@ -29,18 +30,12 @@ from ._theory_base import _DTYPES, _Memo, _dname, _dtype, _pow2
 def _last_token(model: SyntheticDecoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(y_last, logits_last, pattern_last_row_head_mean)`` of one sequence, from the
     fast path (``last_query_only``)."""
-    store: dict[str, torch.Tensor] = {}
     last = f"blocks.{model.cfg.n_layers - 1}.attn.hook_pattern"
-
-    def keep_y(t, hook):
-        store["y"] = t[0, -1].detach().clone()
-
-    def keep_p(t, hook):
-        store["p"] = t[0, :, -1].detach().float().mean(0)
-
-    with torch.no_grad(), hooks_context(model, [(FINAL, keep_y), (last, keep_p)]):
-        logits = model(tokens, last_query_only=True)
-    return store["y"], logits[0, -1].detach(), store["p"]
+    reads = {FINAL: lambda t: t[0, -1].detach().clone(), last: lambda t: t[0, :, -1].detach().float().mean(0)}
+    out = capture_run(model, tokens, read=reads, logits=True, forward_kwargs={"last_query_only": True},
+                      attn_impl="eager", check=False)
+    store, logits = out.acts, out.logits
+    return store[FINAL], logits[0, -1].detach(), store[last]
 
 
 def collapse_by_pe(
@@ -163,11 +158,8 @@ def counting_ratio(
                                          dtype=dt, seed=seed)
                 eps = torch.finfo(dt).eps
                 for short, long in pairs:
-                    with torch.no_grad():
-                        _, cs = model.run_with_cache(model.to_tokens(short), names_filter=FINAL, return_type=None,
-                                                     return_cache_object=False)
-                        _, cl = model.run_with_cache(model.to_tokens(long), names_filter=FINAL, return_type=None,
-                                                     return_cache_object=False)
+                    cs = capture_run(model, model.to_tokens(short), read=[FINAL], attn_impl="eager").acts
+                    cl = capture_run(model, model.to_tokens(long), read=[FINAL], attn_impl="eager").acts
                     ys, yl = cs[FINAL][0], cl[FINAL][0]
                     ref = torch.stack([ys[short.index(ch)] for ch in long])
                     diff = (yl.double() - ref.double()).abs().max().item()

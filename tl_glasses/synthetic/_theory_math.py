@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..capture import run as capture_run
 from ..errors import GlassesError, UnknownNameError
 from ._figures import DepthLimitResult, SoftmaxDecayResult, TotalVariationResult, loglog_slope
 from ._model import SyntheticDecoder
@@ -232,10 +233,9 @@ def depth_limit(
             model = SyntheticDecoder(pe, True, n_layers=model_layers, d_model=32, n_heads=4, init_std=init_std,
                                      seed=seed, dtype=torch.float64)
             toks = torch.randint(4, model.cfg.d_vocab, (1, n), generator=g)
-            with torch.no_grad():
-                _, cache = model.run_with_cache(toks, names_filter=lambda s: s.endswith("attn.hook_pattern"),
-                                                return_type=None, return_cache_object=False)
-            mats = [cache[f"blocks.{i}.attn.hook_pattern"][0].mean(0) for i in range(model_layers)]
+            names = [f"blocks.{i}.attn.hook_pattern" for i in range(model_layers)]
+            cache = capture_run(model, toks, read=names, attn_impl="eager").acts
+            mats = [cache[n][0].mean(0) for n in names]
             lam2 = float("nan")
         else:
             raise UnknownNameError("source", src, ["random", "model"])

@@ -17,6 +17,7 @@ from collections import defaultdict
 import torch
 
 from .._core import model_device
+from ..capture import forward
 from ..compat import kv_cache_plumbing
 from ..errors import GlassesError
 
@@ -44,7 +45,7 @@ def _forward_with_cache(model, tokens: torch.Tensor):
     from . import scoring as _s  # the shared helpers (and a test's monkeypatches)
 
     try:
-        out = model(tokens, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+        out = forward(model, tokens, 1, fallback=False, return_type="logits_and_cache", use_cache=True)
     except (TypeError, ValueError, NotImplementedError):
         return _s._logits(model, tokens, 1), None
     if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor):
@@ -139,7 +140,7 @@ def _score_one(model, ctx, last_logits, cache, row, cands, mask, *, batch_size, 
             if need_logits:
                 if cache is not None:
                     rows = torch.full((len(sub),), row, dtype=torch.long, device=dev)
-                    logits = model(ct, past_key_values=_s._cache_rows(cache, rows), return_type="logits")
+                    logits = forward(model, ct, past_key_values=_s._cache_rows(cache, rows), return_type="logits")
                 else:
                     full = torch.cat([ctx.expand(len(sub), -1), ct], dim=1)
                     logits = _s._logits(model, full, k)

@@ -383,14 +383,11 @@ def _logits(model, toks: torch.Tensor, keep=None, **kw) -> torch.Tensor:
     """Logits at the kept positions only (``keep``: an int n for the last n positions,
     or a 1-D index tensor), through ``logits_to_keep`` when the model takes it: the
     unembedding is the costliest layer of a small model with a large vocabulary, and
-    full logits of a long batch do not fit in memory (Gemma: 1 MB per position)."""
-    if keep is None:
-        return model(toks, **kw)
-    try:
-        return model(toks, logits_to_keep=keep, **kw)
-    except TypeError:
-        full = model(toks, **kw)
-        return full[:, -keep:] if isinstance(keep, int) else full[:, keep.to(full.device)]
+    full logits of a long batch do not fit in memory (Gemma: 1 MB per position). A bare
+    forward of the capture engine (:func:`tl_glasses.capture.forward`)."""
+    from ..capture import forward
+
+    return forward(model, toks, keep, **kw)
 
 
 def _end_logprob(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -370,7 +370,8 @@ def step_theory(ctx: Context) -> StepOutput:
 
 
 def step_attention(ctx: Context) -> StepOutput:
-    from .._core import as_tokens, hooks_context, n_layers
+    from .._core import as_tokens, n_layers
+    from ..capture import run as capture_run
 
     text = _copy_prompt(ctx.p["attention_prompt_n"])
     toks = as_tokens(ctx.model, text)
@@ -382,13 +383,9 @@ def step_attention(ctx: Context) -> StepOutput:
     def run(d: Path):
         from safetensors.torch import save_file
 
-        got: dict[str, torch.Tensor] = {}
-
-        def keep(t, hook):
-            got[hook.name] = t[0].detach().float().cpu().contiguous()
-
-        with torch.no_grad(), hooks_context(ctx.model, [(n, keep) for n in names]):
-            ctx.model(toks, return_type=None)
+        keep = lambda t: t[0].detach().float().cpu().contiguous()  # noqa: E731
+        got = capture_run(ctx.model, toks, read={n: keep for n in names}, attn_impl="eager",
+                          purpose="the attention step").acts
         save_file({n.replace(".", "_"): got[n] for n in names}, str(path))
 
     _cached_step(ctx, "attention", dict(text=text, layers=layers), run)
