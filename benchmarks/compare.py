@@ -12,9 +12,9 @@ a ratio against a bare forward of the same model in the same process, so the com
 is ratio against ratio. With ``--rounds`` > 1 the median over rounds is compared.
 
 A row is *worse* when it moved against its target's direction by more than
-``--tolerance`` (default 5%): rows whose target reads ``>=``/``≥`` are better when
-larger, every other ratio (unit starting with ``x``) is better when smaller; rows in
-seconds, GiB or KiB are shown and not judged. The exit status is 1 when a row is worse.
+``--tolerance`` (default 5%): rows whose target reads ``>=``/``≥`` and speed-ups are
+better when larger, every other ratio (unit starting with ``x``) is better when smaller;
+rows in seconds, GiB or KiB and drift checks (target ``~1``) are shown and not judged. The exit status is 1 when a row is worse.
 """
 from __future__ import annotations
 
@@ -53,10 +53,12 @@ def _run_suites(tree: Path, only: list[str] | None, quick: bool) -> list[dict]:
 def _direction(row: dict) -> int | None:
     """+1: larger is better, -1: smaller is better, None: not a judged ratio."""
     unit = str(row.get("unit", ""))
-    if not unit.startswith("x"):
-        return None
     target = str(row.get("target", "")).strip()
-    return +1 if target.startswith((">=", "≥")) else -1
+    if not unit.startswith("x") or target.startswith("~"):  # ~1: a drift check, not a cost
+        return None
+    if target.startswith((">=", "≥")) or "speed-up" in str(row.get("benchmark", "")):
+        return +1
+    return -1
 
 
 def compare(base_rows: list[list[dict]], head_rows: list[list[dict]], tolerance: float) -> list[dict]:
@@ -83,7 +85,7 @@ def compare(base_rows: list[list[dict]], head_rows: list[list[dict]], tolerance:
             verdict = "not judged"
         else:
             verdict = "worse" if -d * change > tolerance else "same or better"
-        out.append(dict(benchmark=key, unit=row.get("unit", ""), base=bv, head=hv,
+        out.append(dict(benchmark=key, unit=row.get("unit", ""), target=row.get("target", ""), base=bv, head=hv,
                         change=round(change, 4), verdict=verdict))
     for key in sorted(set(b) ^ set(h)):
         out.append(dict(benchmark=key, unit="", base=b.get(key, (None,))[0], head=h.get(key, (None,))[0],

@@ -48,7 +48,7 @@ def run(argv: list[str], *, doc: Path, prefix: str, blocks: Callable[[bool], dic
         for k in bad:
             print(f"{page} block {k!r} differs from the committed results: run python {generator} --write")
         return 1 if bad or missing else 0
-    new = mark.sub(lambda m: m.group(1) + gen.get(m.group("name"), m.group("body")) + m.group(4), text)
+    new = mark.sub(lambda m: m.group(1) + gen.get(m.group("name"), m.group("body")).strip("\n") + m.group(4), text)
     doc.write_text(new)
     for k in missing:
         print(f"note: {page} has no block {k!r}; add the two markers where it belongs")

@@ -56,10 +56,10 @@ def acc_cell(s) -> str:
     return f"{k}/{int(s['items'])} ({s['accuracy']:.2f} [{s['accuracy_lo']:.2f}, {s['accuracy_hi']:.2f}])"
 
 
-def count_block(model: str, scoring: str) -> tuple[str, list[TaskResult]]:
+def count_block(model: str, scoring: str, mode: str = "answer") -> tuple[str, list[TaskResult]]:
     res, rows = [], []
     for task in COUNT_TASKS:
-        r = load(model, f"{task}-answer-{scoring}")
+        r = load(model, f"{task}-{mode}-{scoring}")
         if r is None:
             rows.append([f"`{task}`", "not run yet", "", "", "", ""])
             continue
@@ -242,6 +242,8 @@ def blocks(draw: bool) -> dict[str, str]:
     out["qwen-count-summary"] = count_summary(QWEN)
     out["qwen-count-score"], cs = count_block(QWEN, "score")
     out["qwen-count-gen"], cg = count_block(QWEN, "gen")
+    for mode in ("cot", "cot_fewshot"):
+        out[f"qwen-count-{mode}"], _ = count_block(QWEN, "gen", mode)
     out["qwen-copy-summary"] = copy_summary(QWEN)
     out["qwen-copy-score"], cp = copy_block(QWEN)
     if draw:

@@ -36,3 +36,12 @@ def test_seconds_are_shown_not_judged_and_medians_are_compared():
 def test_a_benchmark_on_one_side_only_is_listed():
     got = compare_mod.compare([[_row("old", 1.0)]], [[_row("new", 1.0)]], 0.05)
     assert sorted(r["verdict"] for r in got) == ["only in base", "only in head"]
+
+
+def test_a_speed_up_reported_without_a_target_is_better_when_larger_and_drift_is_not_judged():
+    base = [[_row("jacobian speed-up over x", 4.0, unit="x", target="report"),
+             _row("drift over the run", 1.0, unit="x", target="~1")]]
+    head = [[_row("jacobian speed-up over x", 3.0, unit="x", target="report"),
+             _row("drift over the run", 1.5, unit="x", target="~1")]]
+    got = {r["benchmark"]: r["verdict"] for r in compare_mod.compare(base, head, 0.05)}
+    assert got == {"s: jacobian speed-up over x": "worse", "s: drift over the run": "not judged"}

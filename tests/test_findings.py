@@ -1,6 +1,6 @@
-"""docs/findings.md and the measured section of docs/tasks.md are generated from the
-committed results in findings/: each generator, run without a model, reproduces every
-block of its page."""
+"""docs/findings.md, the measured section of docs/tasks.md and the comparisons of
+docs/benchmarks.md are generated from the committed results in findings/: each generator,
+run without a model, reproduces every block of its page."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATORS = [("findings_tables.py", "findings.md"), ("tasks_tables.py", "tasks.md")]
+GENERATORS = [("findings_tables.py", "findings.md"), ("tasks_tables.py", "tasks.md"),
+              ("bench_tables.py", "benchmarks.md")]
+PREFIX = {"findings.md": "findings", "tasks.md": "tasks", "benchmarks.md": "bench"}
 
 
 @pytest.mark.parametrize("script", [g for g, _ in GENERATORS])
@@ -31,9 +33,9 @@ def test_the_check_fails_when_a_number_is_changed(tmp_path, monkeypatch, script,
     text = (REPO / "docs" / page).read_text()
     gen = ft.blocks(draw=False)
     name = next(iter(gen))
-    body = gen[name]
+    body = gen[name].strip()
     tampered = body.replace("1", "7", 1) if "1" in body else body + " x"
-    prefix = "findings" if page == "findings.md" else "tasks"
+    prefix = PREFIX[page]
     doc.write_text(text.replace(f"<!-- {prefix}:{name} -->\n{body}", f"<!-- {prefix}:{name} -->\n{tampered}"))
     monkeypatch.setattr(ft, "DOC", doc)
     monkeypatch.setattr(ft, "IMG", tmp_path)
