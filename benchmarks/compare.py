@@ -4,6 +4,10 @@
     python benchmarks/compare.py --base main~3 --only collapse patching --quick
     python benchmarks/compare.py --base f5b12c6 --rounds 2 --out benchmarks/results/compare.json
 
+With ``--out``, every finished round is kept in ``<out>.rounds.json`` and a rerun of the
+same command resumes after the last finished round (more ``--rounds`` adds rounds).
+Rounds alternate which revision runs first.
+
 The base revision is checked out into a temporary git worktree; each round runs the
 chosen suites of the base and then of the working tree, each revision's own
 ``benchmarks/run.py`` against its own package (``PYTHONPATH``) in its own Python process,
@@ -14,7 +18,7 @@ is ratio against ratio. With ``--rounds`` > 1 the median over rounds is compared
 A row is *worse* when it moved against its target's direction by more than
 ``--tolerance`` (default 5%): rows whose target reads ``>=``/``≥`` and speed-ups are
 better when larger, every other ratio (unit starting with ``x``) is better when smaller;
-rows in seconds, GiB or KiB and drift checks (target ``~1``) are shown and not judged. The exit status is 1 when a row is worse.
+rows in seconds, GiB or KiB and drift checks (target exactly ``~1``) are shown and not judged. The exit status is 1 when a row is worse.
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ def _direction(row: dict) -> int | None:
     """+1: larger is better, -1: smaller is better, None: not a judged ratio."""
     unit = str(row.get("unit", ""))
     target = str(row.get("target", "")).strip()
-    if not unit.startswith("x") or target.startswith("~"):  # ~1: a drift check, not a cost
+    if not unit.startswith("x") or target == "~1":  # a drift check, not a cost
         return None
     if target.startswith((">=", "≥")) or "speed-up" in str(row.get("benchmark", "")):
         return +1
@@ -111,21 +115,39 @@ def main(argv=None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.05, help="relative change that counts as worse")
     ap.add_argument("--out", type=Path, help="write the comparison (JSON) here")
     args = ap.parse_args(argv)
-    base_rows: list[list[dict]] = []
-    head_rows: list[list[dict]] = []
-    with tempfile.TemporaryDirectory(prefix="tl-glasses-bench-") as tmp:
-        wt = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.base],
-                       check=True, capture_output=True)
-        try:
-            for i in range(args.rounds):
-                print(f"== round {i + 1}: base {args.base} ==", flush=True)
-                base_rows.append(_run_suites(wt, args.only, args.quick))
-                print(f"== round {i + 1}: working tree ==", flush=True)
-                head_rows.append(_run_suites(ROOT, args.only, args.quick))
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)],
-                           check=False, capture_output=True)
+    # Each finished round is written beside --out as it ends, and a rerun with the same
+    # base/suites/sizes picks up from there: an interrupted hour-long run loses one round at most.
+    log = args.out.with_suffix(".rounds.json") if args.out else None
+    key = dict(base=args.base, quick=args.quick, only=args.only)
+    done = json.loads(log.read_text()) if log and log.exists() else {}
+    if done.get("key") != key:
+        done = dict(key=key, base=[], head=[])
+    base_rows: list[list[dict]] = done["base"]
+    head_rows: list[list[dict]] = done["head"]
+    if len(base_rows) != len(head_rows):
+        base_rows[:] = head_rows[:] = base_rows[:min(len(base_rows), len(head_rows))]
+    if len(base_rows) < args.rounds:
+        with tempfile.TemporaryDirectory(prefix="tl-glasses-bench-") as tmp:
+            wt = Path(tmp) / "base"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.base],
+                           check=True, capture_output=True)
+            try:
+                for i in range(len(base_rows), args.rounds):
+                    # Alternate which side runs first, so a slow drift of the machine
+                    # over the run does not always land on the same side.
+                    sides = [("base " + args.base, wt, base_rows), ("working tree", ROOT, head_rows)]
+                    got = {}
+                    for name, tree, _ in (sides if i % 2 == 0 else sides[::-1]):
+                        print(f"== round {i + 1}: {name} ==", flush=True)
+                        got[name] = _run_suites(tree, args.only, args.quick)
+                    for name, _, rows in sides:
+                        rows.append(got[name])
+                    if log:
+                        log.parent.mkdir(parents=True, exist_ok=True)
+                        log.write_text(json.dumps(done))
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)],
+                               check=False, capture_output=True)
     table = compare(base_rows, head_rows, args.tolerance)
     import pandas as pd
 

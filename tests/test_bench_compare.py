@@ -45,3 +45,30 @@ def test_a_speed_up_reported_without_a_target_is_better_when_larger_and_drift_is
              _row("drift over the run", 1.5, unit="x", target="~1")]]
     got = {r["benchmark"]: r["verdict"] for r in compare_mod.compare(base, head, 0.05)}
     assert got == {"s: jacobian speed-up over x": "worse", "s: drift over the run": "not judged"}
+
+
+def test_an_approximate_cost_target_is_still_a_cost():
+    base = [[_row("scoring per item", 1.2, target="~2 (context + tree)")]]
+    head = [[_row("scoring per item", 1.4, target="~2 (context + tree)")]]
+    (r,) = compare_mod.compare(base, head, 0.05)
+    assert r["verdict"] == "worse"
+
+
+def test_finished_rounds_are_kept_and_a_rerun_resumes_after_them(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(tree, only, quick):
+        calls.append(tree)
+        return [_row("a", 1.0 + 0.01 * len(calls))]
+
+    monkeypatch.setattr(compare_mod, "_run_suites", fake_run)
+    out = tmp_path / "cmp.json"
+    compare_mod.main(["--base", "HEAD", "--rounds", "2", "--out", str(out)])
+    assert len(calls) == 4 and out.with_suffix(".rounds.json").exists()
+    assert calls[2] == compare_mod.ROOT  # round 2 runs the working tree first
+    compare_mod.main(["--base", "HEAD", "--rounds", "3", "--out", str(out)])
+    assert len(calls) == 6  # only the third round ran
+    compare_mod.main(["--base", "HEAD", "--rounds", "3", "--out", str(out)])
+    assert len(calls) == 6
+    compare_mod.main(["--base", "HEAD", "--rounds", "1", "--quick", "--out", str(out)])
+    assert len(calls) == 8  # other sizes: a fresh log
