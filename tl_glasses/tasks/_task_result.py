@@ -263,11 +263,16 @@ class TaskResult(Result):
         parsed = df.loc[df["condition"].isin(set(s["condition"])) & df["prediction"].notna(), "abs_error"]
         if len(parsed) and parsed.max() > 100 * max(1, df["n"].max()):
             # a model echoing the sequence ("1111…") is read as a huge number: keep the rest visible
-            from matplotlib.ticker import SymmetricalLogLocator
+            import math
+
+            from matplotlib.ticker import FixedLocator
 
             lt = max(10, int(df["n"].max()))
             a.set_yscale("symlog", linthresh=lt)
-            a.yaxis.set_major_locator(SymmetricalLogLocator(base=1000, linthresh=lt))
+            # 0, the linear threshold, then every third power of ten: no tick inside the
+            # linear part's bottom (a "10⁰" there would sit on top of the "0")
+            k0, k1 = math.ceil(math.log10(lt)), math.ceil(math.log10(float(parsed.max())))
+            a.yaxis.set_major_locator(FixedLocator([0, lt] + [10.0 ** k for k in range(k0 + 3, k1 + 1, 3)]))
         a.set_title("absolute error vs length (line: mean, dots: items)" if task is None
                     else f"{task} (line: mean, dots: items)")
         self._xscale(a)
