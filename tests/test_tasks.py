@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -353,6 +354,29 @@ def test_plots_keep_echoed_sequences_readable():
     err, hist = fig.axes
     assert err.get_yscale() == "symlog"
     assert [t.get_text() for t in hist.get_xticklabels()] == ["1.1e+19"]
+    plt.close(fig)
+
+
+def test_symlog_error_axis_puts_no_tick_between_zero_and_the_linear_threshold():
+    """SmolLM2's committed count_ones answers: near counts next to echoed "1111…" (~1e23).
+    A tick inside the linear part ("10^0") would print on top of the "0"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tl_glasses.tasks import TaskResult
+
+    d = Path(__file__).parent.parent / "findings" / "smollm2-135m"
+    res = TaskResult.concat([TaskResult.from_dir(d / f"count_ones-{mode}-gen", n_items=3)
+                             for mode in ("answer", "cot_fewshot")])
+    assert res.df["prediction"].max() > 1e18 and res.df["abs_error"].min() < 10
+    fig = res.plot()
+    err = fig.axes[0]
+    assert err.get_yscale() == "symlog"
+    lt = err.yaxis.get_transform().linthresh
+    ticks = [t for t in err.get_yticks() if err.get_ylim()[0] <= t <= err.get_ylim()[1]]
+    assert 0 in ticks and all(t == 0 or t >= lt for t in ticks)
     plt.close(fig)
 
 
