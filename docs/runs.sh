@@ -3,11 +3,13 @@
 # tables of docs/tasks.md. Results go to findings/qwen2.5-coder-1.5b/<run>/ (rows.jsonl
 # appended as each item finishes: rerunning resumes, nothing is recomputed). Committed.
 #
-#   bash docs/qwen_runs.sh PART...       PART: time count-score copy-score copy-score10
-#                                               count-gen copy-gen cot
-#   DTYPE=bfloat16 bash docs/qwen_runs.sh ...   (only where bf16 was shown to answer as fp32)
+#   bash docs/runs.sh PART...       PART: time count-score copy-score copy-long copy-score10
+#                                         count-gen copy-gen cot collapse commas global
+#                                         theory oversquash report bench
+#   DTYPE=bfloat16 bash docs/runs.sh ...   (only where bf16 was shown to answer as fp32)
+#   COT_L=5,10,20 bash docs/runs.sh cot    (shorter lengths first: the cells fill breadth-first)
 #
-# Cost on 2 CPU cores (fp32, measured with `bash docs/qwen_runs.sh time`; see
+# Cost on 2 CPU cores (fp32, measured with `bash docs/runs.sh time`; see
 # docs/findings.md): a teacher-forced counting item at n = 50 about 10 s, a copying item at
 # 1,000 digits about 40 s and at 4,096 about 6 min; a CoT generation about a minute.
 set -euo pipefail
@@ -25,7 +27,7 @@ COLLAPSE_L=${COLLAPSE_L:-16,64,256,1024,2048,4096,8192}
 CL=(nice -n 5 tl-glasses collapse --model $M --no-progress --shift-floor ${SHIFT_FLOOR:-ends} --batch-floor none)
 COPY10_L=2,5,10,20,50,100,200,500,1000
 GEN_L=3,5,7,10,15,20,30,50,75,100,150,200
-COT_L=5,10,20,50,100
+COT_L=${COT_L:-5,10,20,50,100}
 
 for part in "$@"; do
   case $part in
