@@ -31,23 +31,49 @@ def fmt(v) -> str:
     return str(v)
 
 
-def table(cmp: dict) -> str:
+def _spread(rounds: list[list[dict]] | None) -> dict[str, str]:
+    """benchmark → "lo–hi" of its value over the rounds (from ``<out>.rounds.json``)."""
+    vals: dict[str, list[float]] = {}
+    for rows in rounds or []:
+        for r in rows:
+            if isinstance(r.get("value"), (int, float)):
+                vals.setdefault(f"{r.get('suite', '')}: {r['benchmark']}", []).append(float(r["value"]))
+    return {k: f"{fmt(min(v))}–{fmt(max(v))}" for k, v in vals.items() if len(v) > 1}
+
+
+def table(cmp: dict, rounds: dict | None = None) -> str:
+    b, h = _spread((rounds or {}).get("base")), _spread((rounds or {}).get("head"))
+    spread = bool(b or h)
     rows = []
     for r in cmp["rows"]:
         ch = r.get("change")
-        rows.append([r["benchmark"], r.get("unit", ""), fmt(r.get("base")), fmt(r.get("head")),
-                     "–" if ch is None else f"{100 * ch:+.1f}%", r["verdict"]])
+        cells = [r["benchmark"], r.get("unit", ""), fmt(r.get("base")), fmt(r.get("head")),
+                 "–" if ch is None else f"{100 * ch:+.1f}%", r["verdict"]]
+        if spread:
+            cells[4:4] = [b.get(r["benchmark"], "–"), h.get(r["benchmark"], "–")]
+        rows.append(cells)
     worse = sum(r["verdict"] == "worse" for r in cmp["rows"])
     head = (f"Base `{cmp['base']}` against head `{cmp.get('head', 'working tree')}`, "
             f"{cmp['rounds']} round(s){', --quick sizes' if cmp.get('quick') else ''}, "
-            f"tolerance {100 * cmp['tolerance']:.0f}%: {worse} row(s) worse.\n\n")
-    return head + doc_blocks.md_table(["benchmark", "unit", "base", "head", "change", "verdict"], rows)
+            f"tolerance {100 * cmp['tolerance']:.0f}%: {worse} row(s) worse"
+            f"{' (base and head: the median over rounds; the ranges: lowest–highest round)' if spread else ''}.\n\n")
+    cols = ["benchmark", "unit", "base", "head", "change", "verdict"]
+    if spread:
+        cols[4:4] = ["base range", "head range"]
+    return head + doc_blocks.md_table(cols, rows)
 
 
 def blocks(draw: bool = False) -> dict[str, str]:
     out = {}
     for p in sorted(ROOT.glob("compare-*.json")):
-        out[p.stem] = table(json.loads(p.read_text()))
+        if p.name.endswith(".rounds.json"):
+            continue  # the per-round log of compare.py, read beside its comparison
+        log = p.with_suffix(".rounds.json")
+        cmp = json.loads(p.read_text())
+        rounds = json.loads(log.read_text()) if log.exists() else None
+        if rounds and rounds.get("key") != dict(base=cmp["base"], quick=cmp.get("quick"), only=cmp.get("only")):
+            rounds = None  # the log of another run (other sizes or suites), not of this comparison
+        out[p.stem] = table(cmp, rounds)
     return out
 
 
