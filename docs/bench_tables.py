@@ -5,7 +5,9 @@ findings/bench/compare-*.json (written by ``benchmarks/compare.py --out``).
     python docs/bench_tables.py --write    # rewrite them in docs/benchmarks.md
     python docs/bench_tables.py --check    # exit 1 when a table differs from the data
 
-Needs no model. Block ``compare-NAME`` holds findings/bench/compare-NAME.json.
+Needs no model. Block ``compare-NAME`` holds findings/bench/compare-NAME.json; block
+``suite-NAME`` holds findings/bench/NAME.json, one suite's rows as ``benchmarks/run.py`` wrote
+them to ``benchmarks/results/NAME.json`` (copied there to be committed).
 """
 from __future__ import annotations
 
@@ -63,8 +65,17 @@ def table(cmp: dict, rounds: dict | None = None) -> str:
     return head + doc_blocks.md_table(cols, rows)
 
 
+def suite_table(rows: list[dict]) -> str:
+    """One suite's results file as it ran: a row per benchmark, with its target."""
+    cells = [[r["benchmark"], r.get("unit", ""), fmt(r.get("value")), r.get("target", "")] for r in rows]
+    return doc_blocks.md_table(["benchmark", "unit", "value", "target"], cells)
+
+
 def blocks(draw: bool = False) -> dict[str, str]:
     out = {}
+    for p in sorted(ROOT.glob("*.json")):
+        if not p.name.startswith("compare-"):
+            out[f"suite-{p.stem}"] = suite_table(json.loads(p.read_text()))
     for p in sorted(ROOT.glob("compare-*.json")):
         if p.name.endswith(".rounds.json"):
             continue  # the per-round log of compare.py, read beside its comparison
