@@ -69,10 +69,14 @@ def count_block(model: str, scoring: str, mode: str = "answer") -> tuple[str, li
             g = r.df[r.df["n"] == x["n"]]
             top = g["prediction"].value_counts()
             common = ", ".join(f"{num(p)}×{c}" if c > 1 else num(p) for p, c in top.head(3).items()) or "–"
-            extra = f"{x['unparsed']:.0%}" if scoring == "gen" else f"{x['logit_diff']:+.2f}"
-            rows.append([f"`{task}`", str(int(x["n"])), acc_cell(x), num(x["mae"]), common, extra])
-    last = "unparsed" if scoring == "gen" else "mean margin (nats)"
-    head = ["task", "n", "right (accuracy [95% Wilson])", "mean abs. error", "answers given", last]
+            if scoring == "gen":  # a generation cut by the token bound has no final answer line
+                cut = (g["stop_reason"] == "max_new_tokens").mean() if "stop_reason" in g else float("nan")
+                extra = [f"{x['unparsed']:.0%}", "–" if pd.isna(cut) else f"{cut:.0%}"]
+            else:
+                extra = [f"{x['logit_diff']:+.2f}"]
+            rows.append([f"`{task}`", str(int(x["n"])), acc_cell(x), num(x["mae"]), common, *extra])
+    last = ["unparsed", "cut by the token bound"] if scoring == "gen" else ["mean margin (nats)"]
+    head = ["task", "n", "right (accuracy [95% Wilson])", "mean abs. error", "answers given", *last]
     return table(head, rows), res
 
 
