@@ -114,9 +114,12 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
     wa, wb = _pair(model, 64)
     probe = LastTokenProbe(model)
     _run_pair(model, wa, wb, probe)  # one-time set-up (kernel checks) outside the timing
+    _run_pair(model, wa, wb, probe, prefix_cache=True)  # and the cached path's check
     t_step, m_step, caps = once(lambda: _run_pair(model, ta, tb, probe))
-    impl = caps[0].attn_impl
-    del model, caps
+    t_cached, m_cached, cached = once(lambda: _run_pair(model, ta, tb, probe, prefix_cache=True))
+    impl, cached_path = caps[0].attn_impl, cached[0].path
+    agree = _largest_rel_diff(caps[:2], cached[:2])  # the cached step against the full one, at this length
+    del model, caps, cached
     gc.collect()
     base = {}
     for attn in ("eager", "sdpa"):
@@ -136,7 +139,28 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
         row(f"collapse step peak RSS / eager forward peak RSS, {tok}", m_step / max(m_eager, 1),
             unit="x peak memory", target="≤ 1.2x", step_mb=round(m_step / 2**20, 1),
             eager_mb=round(m_eager / 2**20, 1), sdpa_mb=round(m_sdpa / 2**20, 1), measured="in-process"),
+        row(f"collapse step, shared-prefix cache / eager forward, {tok}", t_cached / t_eager,
+            target=f"≤ {eager_target}x", seconds_step=round(t_cached, 3), seconds_eager=round(t_eager, 3),
+            path=cached_path, rel_diff_vs_full=agree, runs=1),
+        row(f"collapse step, shared-prefix cache / sdpa forward, {tok}", t_cached / t_sdpa,
+            target=f"≤ {sdpa_target}x" if sdpa_target else "(reported)", seconds_step=round(t_cached, 3),
+            seconds_sdpa=round(t_sdpa, 3), path=cached_path, runs=1),
+        row(f"collapse step, shared-prefix cache, peak RSS / eager forward peak RSS, {tok}",
+            m_cached / max(m_eager, 1), unit="x peak memory", target="≤ 1.2x", step_mb=round(m_cached / 2**20, 1),
+            eager_mb=round(m_eager / 2**20, 1), measured="in-process"),
     ]
+
+
+def _largest_rel_diff(full, cached) -> float:
+    """The largest relative L2 difference between what the full pair and the cached pair
+    captured (y, every resid_post, hook_z, logits; both runs)."""
+    worst = 0.0
+    for f, c in zip(full, cached):
+        pairs = [(f.y, c.y), (f.logits, c.logits)] + ([(f.resid, c.resid)] if f.resid is not None else [])
+        for a, b in pairs + [(f.z[k], c.z[k]) for k in f.z]:
+            a, b = a.double(), b.double()
+            worst = max(worst, float((b - a).norm() / a.norm().clamp_min(1e-30)))
+    return worst
 
 
 def _peak_in_child(variant: str, name: str, n_tokens: int) -> int:

@@ -63,3 +63,24 @@ def test_matches_plain_transformers(request, fixture, name, impl):
     # same attention kernel on both sides: identical bits
     assert torch.equal(d.y_a, ya) and torch.equal(d.y_b, yb)
     assert not d.below_floor and len(d.heads_measured) == model.cfg.n_heads
+
+
+def test_prefix_cache_matches_plain_transformers_beyond_the_window(gemma):
+    """The shared-prefix cache on Gemma 3 past its 512-token local window: the same
+    representations as plain transformers' full forwards of each sequence."""
+    from tl_glasses import _fastpath
+
+    hf = _hf("gemma-3-270m")
+    pair = get_family("ones").pair(gemma, 560)
+    ta, tb = pair.a[None], pair.b[None]
+    assert ta.shape[-1] > 512
+    snap = hook_snapshot(gemma)
+    d = tg.last_token_distance(gemma, ta, tb, attn_impl="sdpa", prefix_cache=True, shift_floor=False)
+    assert hook_snapshot(gemma) == snap
+    assert any(c.kind == "collapse prefix cache" and c.regime == "sdpa, beyond window" and c.ok
+               for c in _fastpath.checks(gemma))
+    ya, _, la = _plain(hf, ta, "sdpa")
+    yb, _, lb = _plain(hf, tb, "sdpa")
+    tol = 1e-5 * float(ya.norm())
+    assert float((d.y_a - ya).abs().max()) <= tol and float((d.y_b - yb).abs().max()) <= tol
+    assert abs(d.l2_measured - float((yb - ya).double().norm())) <= tol

@@ -331,12 +331,141 @@ def _compare(cap_a: Capture, cap_b: Capture, na: int, nb: int, p: int, *, dtype:
 
 
 def _run_pair(model, ta: torch.Tensor, tb: torch.Tensor, probe: LastTokenProbe, *, hooks=(),
-              mitigation=None, attn_impl="auto") -> tuple[Capture, Capture, int]:
+              mitigation=None, attn_impl="auto", prefix_cache: bool = False) -> tuple[Capture, Capture, int]:
+    """Both runs of a pair, captured at the shared-prefix position and the last.
+
+    ``prefix_cache``: run the tokens the two share (all but the last shared one) once,
+    keep their keys/values, and run each tail from a copy of that cache — where the
+    pair allows it (no hooks or model edits, a shared prefix of ≥ 2 tokens) and the
+    cached path was verified on this model against two full forwards
+    (:func:`prefix_cache_supported`); otherwise the two full forwards."""
     p = _common_prefix(ta, tb)
     ia, ib = _indexes(ta.shape[-1], tb.shape[-1], p)
+    if prefix_cache and _prefix_cache_applies(model, p, hooks, mitigation) \
+            and prefix_cache_supported(model, attn_impl, ta.shape[-1]):
+        ca, cb = _run_cached_tails(model, ta, tb, probe, ia, ib, p - 1, attn_impl=attn_impl, mitigation=mitigation)
+        return ca, cb, p
     ca = run_capture(model, ta, probe, ia, fwd_hooks=hooks, mitigation=mitigation, attn_impl=attn_impl)
     cb = run_capture(model, tb, probe, ib, fwd_hooks=hooks, mitigation=mitigation, attn_impl=attn_impl)
     return ca, cb, p
+
+
+# -- the shared-prefix key/value cache (a fast path, verified before use) -----------------
+def _prefix_cache_applies(model, p: int, hooks, mitigation) -> bool:
+    """Whether the cached path can compute this pair: a shared prefix of ≥ 2 tokens,
+    no hooks of the user's and no model edits (a hook would see tail-relative
+    positions), a TransformerBridge (its forward takes a key/value cache)."""
+    from ..compat import is_bridge
+
+    if p < 2 or list(hooks) or not is_bridge(model):
+        return False
+    return mitigation is None or not getattr(mitigation, "has_model_edits", True)
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    hf = getattr(model, "original_model", None)
+    cfg = getattr(hf, "config", None)
+    try:
+        return DynamicCache(config=cfg) if cfg is not None else DynamicCache()
+    except TypeError:  # older transformers: no per-layer types
+        return DynamicCache()
+
+
+def _copy_cache(cache):
+    """A cache that can be extended without touching ``cache`` (each update makes new
+    tensors; only the per-layer holders are copied)."""
+    import copy
+
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
+def _run_cached_tails(model, ta, tb, probe: LastTokenProbe, ia, ib, k: int, *, attn_impl="auto",
+                      mitigation=None) -> tuple[Capture, Capture]:
+    """The prefix ``ta[:, :k]`` once with a key/value cache, then ``ta[:, k:]`` and
+    ``tb[:, k:]`` each from a copy of it; the captures carry absolute positions."""
+    from ..capture import run
+    from ..compat import kv_cache_plumbing
+
+    if min(pos for _, pos in ia + ib) < k:
+        raise GlassesError(f"the cached pair starts its tails at {k}, after a captured position")
+    with kv_cache_plumbing(model):
+        cache = _new_cache(model)
+        run(model, ta[:, :k], read={}, logits=False, attn_impl=attn_impl, mitigation=mitigation,
+            forward_kwargs={"use_cache": True, "past_key_values": cache}, purpose="LastTokenProbe", check=False)
+        if cache.get_seq_length() != k:
+            raise GlassesError(f"the key/value cache holds {cache.get_seq_length()} positions, not {k}")
+        caps = []
+        for t, idx in ((ta, ia), (tb, ib)):
+            cap = run_capture(model, t[:, k:], probe, [(r, pos - k) for r, pos in idx], mitigation=mitigation,
+                              attn_impl=attn_impl, forward_kwargs={"use_cache": True,
+                                                                   "past_key_values": _copy_cache(cache)})
+            cap.index, cap.path = list(idx), "prefix cache"
+            caps.append(cap)
+    return caps[0], caps[1]
+
+
+def _window(model) -> int | None:
+    """The model's native sliding-window length, if its config turns one on."""
+    hc = getattr(getattr(model, "original_model", None), "config", None)
+    hc = getattr(hc, "text_config", None) or hc
+    w = getattr(hc, "sliding_window", None)
+    if not w or getattr(hc, "use_sliding_window", True) is False:
+        return None
+    return int(w)
+
+
+def prefix_cache_supported(model, attn_impl: str = "auto", n_tokens: int = 0) -> bool:
+    """Whether the shared-prefix cache reproduces two full forwards on this model.
+
+    Checked once per model, kernel and regime (inside the native sliding window, or
+    beyond it for a pair longer than the window) on a pair of random tokens shaped like
+    a collapse pair (``v`` + suffix and ``v`` + its last token + suffix): every captured
+    quantity (``y``, every ``resid_post``, the last layer's ``hook_z``, the logits) of
+    both runs, relative L2 difference ≤ 1e-4 in float32 (0.1 in 16-bit formats, the
+    fused-kernel check's tolerances). A failed check falls back to the full forwards with
+    a warning (:func:`tl_glasses._fastpath.choose`)."""
+    from .._fastpath import NotApplicable, choose
+    from ._probe import resolve_attn_impl
+
+    window = _window(model)
+    beyond = window is not None and n_tokens > window
+    kernel = resolve_attn_impl(model, attn_impl, [])
+    regime = f"{kernel}, {'beyond' if beyond else 'within'} window"
+
+    def check():
+        vocab = int(getattr(model.cfg, "d_vocab", 0) or 0)
+        if vocab < 8:
+            raise NotApplicable
+        n = (window + 8) if beyond else 24
+        g = torch.Generator().manual_seed(0)
+        v = torch.randint(4, min(vocab, 1000), (1, n), generator=g)
+        suffix = torch.randint(4, min(vocab, 1000), (1, 3), generator=g)
+        suffix[0, 0] = (v[0, -1] + 1) % min(vocab, 1000)  # the tails differ at once
+        dev = next(model.parameters()).device
+        ta = torch.cat([v, suffix], 1).to(dev)
+        tb = torch.cat([v, v[:, -1:], suffix], 1).to(dev)
+        probe = LastTokenProbe(model)
+        full = _run_pair(model, ta, tb, probe, attn_impl=kernel)
+        p = full[2]
+        cached = _run_cached_tails(model, ta, tb, probe, full[0].index, full[1].index, p - 1, attn_impl=kernel)
+        worst = 0.0
+        for f, c in zip(full[:2], cached):
+            pairs = [(f.y, c.y), (f.logits, c.logits)] + ([(f.resid, c.resid)] if f.resid is not None else [])
+            pairs += [(f.z[l], c.z[l]) for l in f.z]
+            for a, b in pairs:
+                if a is None or b is None:
+                    raise GlassesError("the cached run did not capture what the full run did")
+                a, b = a.double(), b.double()
+                worst = max(worst, float((b - a).norm() / a.norm().clamp_min(1e-30)))
+        tol = 1e-4 if model_dtype(model) in (torch.float32, torch.float64) else 0.1
+        return worst, tol, f"largest relative L2 difference of a captured quantity, {n + 4} tokens"
+
+    return choose(model, "collapse prefix cache", regime, [("prefix cache", check), ("full", None)],
+                  reference="two full forwards") == "prefix cache"
 
 
 def _run_shifted(model, ta: torch.Tensor, probe: LastTokenProbe, *, hooks=(), mitigation=None,
@@ -378,6 +507,7 @@ def last_token_distance(
     floor_factor: float = 2.0,
     shift_floor: bool = True,
     round_to: torch.dtype | str | None = None,
+    prefix_cache: bool = False,
     **renamed: Any,
 ) -> LastTokenDistance:
     """Distances between the last-token representations of ``a`` and ``b``.
@@ -391,7 +521,8 @@ def last_token_distance(
     ``"eager"`` or ``"sdpa"``. ``shift_floor``: also run ``a`` one position further
     along (rotary models) to measure the noise floor. ``round_to``: round the
     representations to that dtype before comparing (the "round fp32 to D" estimate;
-    ``mode="round"``).
+    ``mode="round"``). ``prefix_cache``: compute the prefix both share once, with a
+    key/value cache (verified against two full forwards first; see :func:`_run_pair`).
     """
     from ..interventions import as_mitigation
 
@@ -407,7 +538,8 @@ def last_token_distance(
         )
     ta, tb = as_tokens(model, a, prepend_bos=prepend_bos), as_tokens(model, b, prepend_bos=prepend_bos)
     probe = LastTokenProbe(model, layers=layers, heads=heads)
-    ca, cb, p = _run_pair(model, ta, tb, probe, hooks=fwd_hooks, mitigation=mit, attn_impl=attn_impl)
+    ca, cb, p = _run_pair(model, ta, tb, probe, hooks=fwd_hooks, mitigation=mit, attn_impl=attn_impl,
+                          prefix_cache=prefix_cache)
     where = _check_finite(model, ta, tb, ca, cb)
     if where is not None:
         raise NumericalError(

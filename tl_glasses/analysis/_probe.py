@@ -30,7 +30,8 @@ class Capture:
 
     ``y`` ``[k, d_model]``; ``resid`` ``[k, n_layers, d_model]`` or None; ``z`` maps a
     layer to ``[k, n_heads, d_head]``; ``logits`` ``[V]`` at the last position of row
-    0 when asked for; ``attn_impl`` the attention kernel used.
+    0 when asked for; ``attn_impl`` the attention kernel used; ``path`` ``"full"`` (one forward
+    of the whole input) or ``"prefix cache"`` (the tail after a shared prefix's cache).
     """
 
     index: Index
@@ -39,13 +40,14 @@ class Capture:
     z: dict[int, Float[torch.Tensor, "k head d_head"]] = field(default_factory=dict)
     logits: Float[torch.Tensor, "vocab"] | None = None
     attn_impl: str = "eager"
+    path: str = "full"  # "prefix cache": computed from a shared prefix's key/value cache
 
     def row(self, i: int) -> "Capture":
         """The capture restricted to row ``i`` of the index (keeps a leading dim of 1)."""
         return Capture(
             [self.index[i]], self.y[i : i + 1],
             None if self.resid is None else self.resid[i : i + 1],
-            {l: z[i : i + 1] for l, z in self.z.items()}, self.logits, self.attn_impl,
+            {l: z[i : i + 1] for l, z in self.z.items()}, self.logits, self.attn_impl, self.path,
         )
 
     def to(self, dtype: torch.dtype) -> "Capture":
@@ -54,7 +56,7 @@ class Capture:
             list(self.index), self.y.to(dtype),
             None if self.resid is None else self.resid.to(dtype),
             {l: z.to(dtype) for l, z in self.z.items()},
-            None if self.logits is None else self.logits.to(dtype), self.attn_impl,
+            None if self.logits is None else self.logits.to(dtype), self.attn_impl, self.path,
         )
 
     def finite(self) -> bool:
@@ -197,11 +199,13 @@ def run_capture(
     attn_impl: str = "auto",
     logits: bool = True,
     position_ids: torch.Tensor | None = None,
+    forward_kwargs: dict | None = None,
 ) -> Capture:
     """One forward of ``tokens`` (``[batch, pos]``) through the capture engine with the
     probe's reads, the mitigation's edits and the user's hooks; logits only at the last
     position of row 0. ``position_ids`` (rotary models) runs the tokens at other
-    absolute positions. The probe reads each hook after the mitigation's and the user's
+    absolute positions; ``forward_kwargs`` go to the model's forward (e.g. a key/value
+    cache: the index then counts positions within ``tokens``). The probe reads each hook after the mitigation's and the user's
     hooks at that hook point have run (it sees their edits)."""
     from ..capture import Read, run
 
@@ -210,7 +214,7 @@ def run_capture(
     at = Read(at=index)
     out = run(model, tokens, read={n: at for n in probe.names}, write=list(fwd_hooks), mitigation=mitigation,
               logits=1 if logits else False, attn_impl=attn_impl, position_ids=position_ids,
-              purpose="LastTokenProbe", check=False)
+              forward_kwargs=forward_kwargs, purpose="LastTokenProbe", check=False)
     probe._store, probe._index = dict(out.acts), index
     cap = probe.capture()
     cap.logits = None if out.logits is None else out.logits[0, -1].detach().clone()

@@ -213,6 +213,7 @@ def collapse_sweep(
     shift_floor: Any = 4,
     batch_floor: Any = "ends",
     prepend_bos: bool | None = None,
+    prefix_cache: bool = False,
 ) -> "CollapseResult":
     """Sweep a family's pairs (v, v*) over ``lengths`` (numbers of items) × ``dtypes``
     × (baseline + ``mitigations``), one row each.
@@ -233,6 +234,13 @@ def collapse_sweep(
       extra forward, rotary models) every ``shift_floor``-th length (1 = every row;
       "ends"; "none") and the batch floor at ``batch_floor`` lengths; see
       :func:`derive_reported`.
+    * ``prefix_cache``: run the tokens ``v`` and ``v*`` share once, with a key/value cache,
+      and each tail from a copy of it (about half the cost of two full forwards at long
+      lengths); verified once per model and regime against two full forwards
+      (:func:`~tl_glasses.analysis._distance.prefix_cache_supported`), with fallback to the
+      full forwards. Pairs with hooks of a mitigation run in full. Each row's
+      ``pair_path`` says which ran; the shared-prefix floor is then the shared token
+      computed in the two tails.
     * ``out``: a directory; rows are appended as produced (SIGKILL-safe) and a rerun with
       the same directory resumes. The finished result is also saved there.
     """
@@ -271,6 +279,8 @@ def collapse_sweep(
         prepend_bos=prepend_bos, attn_impl=attn_impl, layers=bool(layers), heads=heads,
         floor_factor=floor_factor, shift_floor=str(shift_floor), batch_floor=str(batch_floor),
     )
+    if prefix_cache:  # only when on: directories written before the option still resume
+        config["prefix_cache"] = True
 
     # the pairs (tokenisation only, checked), per arm and length
     pairs: dict[tuple[str, int], Any] = {}
@@ -318,7 +328,8 @@ def collapse_sweep(
         if id(m) not in probes:
             probes[id(m)] = LastTokenProbe(m, layers=layers, heads=heads)
         pb = probes[id(m)]
-        ca, cb, p = _run_pair(m, ta, tb, pb, mitigation=arms[label], attn_impl=attn_impl)
+        ca, cb, p = _run_pair(m, ta, tb, pb, mitigation=arms[label], attn_impl=attn_impl,
+                              prefix_cache=prefix_cache)
         cs = None
         if n in shift_at and ca.finite():
             cs = _run_shifted(m, ta, pb, mitigation=arms[label], attn_impl=attn_impl)
@@ -356,6 +367,8 @@ def collapse_sweep(
             res.noise_batch_l2 = _batch_floor(m, ta, tb, pb, ca, cb, mitigation=mit, attn_impl=attn_impl)
         row = res.raw_row()
         row.update(base, seconds=time.perf_counter() - t0)
+        if prefix_cache:
+            row["pair_path"] = ca.path
         return row
 
     try:

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
                    help="measure the position-shift noise floor every K-th length (1 = all), 'ends' or 'none'")
     p.add_argument("--batch-floor", default="ends", help="'ends', 'all', 'none' or a step")
     p.add_argument("--floor-factor", type=float, default=2.0)
+    p.add_argument("--prefix-cache", action="store_true",
+                   help="run the prefix v and v* share once with a key/value cache (about 2x faster at long "
+                        "lengths; verified against two full forwards once per model, else the full forwards)")
     p.add_argument("--heads", choices=["last", "all", "none"], default="last")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv", help="table format (besides the saved result)")
     p.add_argument("--metric", choices=["head", "l2", "linf", "rel"], default="head", help="figure metric")
@@ -86,6 +89,7 @@ def run(args) -> int:
         seed=args.seed, round_to=args.round_to, max_tokens=caps, out=args.out,
         progress=not args.no_progress, attn_impl=args.attn_impl, heads=False if args.heads == "none" else args.heads,
         floor_factor=args.floor_factor, shift_floor=_step(args.shift_floor), batch_floor=_step(args.batch_floor),
+        prefix_cache=args.prefix_cache,
     )
     out = Path(args.out)
     table = res.df.drop(columns=[c for c in res.df.columns if res.df[c].map(type).eq(list).any()])
