@@ -97,6 +97,7 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
     import time
 
     import tl_glasses as tg
+    from tl_glasses.analysis._distance import capture_rel_diff
     from tl_glasses.analysis._probe import LastTokenProbe
     from tl_glasses.analysis.collapse import _run_pair
     from tl_glasses.models import load_hf
@@ -118,7 +119,7 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
     t_step, m_step, caps = once(lambda: _run_pair(model, ta, tb, probe))
     t_cached, m_cached, cached = once(lambda: _run_pair(model, ta, tb, probe, prefix_cache=True))
     impl, cached_path = caps[0].attn_impl, cached[0].path
-    agree = _largest_rel_diff(caps[:2], cached[:2])  # the cached step against the full one, at this length
+    agree = capture_rel_diff(caps[:2], cached[:2])  # the cached step against the full one, at this length
     del model, caps, cached
     gc.collect()
     base = {}
@@ -149,18 +150,6 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
             m_cached / max(m_eager, 1), unit="x peak memory", target="≤ 1.2x", step_mb=round(m_cached / 2**20, 1),
             eager_mb=round(m_eager / 2**20, 1), measured="in-process"),
     ]
-
-
-def _largest_rel_diff(full, cached) -> float:
-    """The largest relative L2 difference between what the full pair and the cached pair
-    captured (y, every resid_post, hook_z, logits; both runs)."""
-    worst = 0.0
-    for f, c in zip(full, cached):
-        pairs = [(f.y, c.y), (f.logits, c.logits)] + ([(f.resid, c.resid)] if f.resid is not None else [])
-        for a, b in pairs + [(f.z[k], c.z[k]) for k in f.z]:
-            a, b = a.double(), b.double()
-            worst = max(worst, float((b - a).norm() / a.norm().clamp_min(1e-30)))
-    return worst
 
 
 def _peak_in_child(variant: str, name: str, n_tokens: int) -> int:

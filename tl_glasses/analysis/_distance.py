@@ -418,6 +418,21 @@ def _window(model) -> int | None:
     return int(w)
 
 
+def capture_rel_diff(full: Sequence[Capture], other: Sequence[Capture]) -> float:
+    """The largest relative L2 difference between what two computations of the same runs
+    captured (``y``, the logits, every ``resid_post``, ``hook_z``)."""
+    worst = 0.0
+    for f, c in zip(full, other):
+        pairs = [(f.y, c.y), (f.logits, c.logits)] + ([(f.resid, c.resid)] if f.resid is not None else [])
+        pairs += [(f.z[l], c.z.get(l)) for l in f.z]
+        for a, b in pairs:
+            if a is None or b is None:
+                raise GlassesError("the cached run did not capture what the full run did")
+            a, b = a.double(), b.double()
+            worst = max(worst, float((b - a).norm() / a.norm().clamp_min(1e-30)))
+    return worst
+
+
 def prefix_cache_supported(model, attn_impl: str = "auto", n_tokens: int = 0) -> bool:
     """Whether the shared-prefix cache reproduces two full forwards on this model.
 
@@ -452,15 +467,7 @@ def prefix_cache_supported(model, attn_impl: str = "auto", n_tokens: int = 0) ->
         full = _run_pair(model, ta, tb, probe, attn_impl=kernel)
         p = full[2]
         cached = _run_cached_tails(model, ta, tb, probe, full[0].index, full[1].index, p - 1, attn_impl=kernel)
-        worst = 0.0
-        for f, c in zip(full[:2], cached):
-            pairs = [(f.y, c.y), (f.logits, c.logits)] + ([(f.resid, c.resid)] if f.resid is not None else [])
-            pairs += [(f.z[l], c.z[l]) for l in f.z]
-            for a, b in pairs:
-                if a is None or b is None:
-                    raise GlassesError("the cached run did not capture what the full run did")
-                a, b = a.double(), b.double()
-                worst = max(worst, float((b - a).norm() / a.norm().clamp_min(1e-30)))
+        worst = capture_rel_diff(full[:2], cached)
         tol = 1e-4 if model_dtype(model) in (torch.float32, torch.float64) else 0.1
         return worst, tol, f"largest relative L2 difference of a captured quantity, {n + 4} tokens"
 
