@@ -128,21 +128,29 @@ def copy_summary(model: str) -> str:
                   "margin at the longest n"], rows)
 
 
-def copy_block(model: str) -> tuple[str, list[TaskResult]]:
+COPY_GEN_RUNS = ["copy_last-odd-gen", "copy_first-odd-gen"]
+
+
+def copy_block(model: str, scoring: str = "score") -> tuple[str, list[TaskResult]]:
+    """Teacher-forced copying (every condition; the mean margin) or the answers the model
+    writes itself (``scoring="gen"``: the ten-item variant; the unparsed fraction)."""
     res, rows = [], []
-    for run in COPY_RUNS:
+    for run in COPY_RUNS if scoring == "score" else COPY_GEN_RUNS:
         r = load(model, run)
         if r is None:
             continue
         res.append(r)
         for _, x in r.summary_by_n().iterrows():
             g = r.df[r.df["n"] == x["n"]]
-            wrong = g.loc[~g["correct"], "prediction"].value_counts()
-            rows.append([f"`{x['condition']}`", str(int(x["n"])), acc_cell(x), f"{x['logit_diff']:+.2f}",
-                         ", ".join(num(p) for p in wrong.index[:3]) or "–"])
+            wrong = g.loc[~g["correct"].astype(bool) & g["prediction"].notna(), "prediction"].value_counts()
+            given = (", ".join(num(p) for p in wrong.index[:3]) if scoring == "score" else
+                     ", ".join(f"{num(p)}×{c}" if c > 1 else num(p) for p, c in wrong.head(3).items()))
+            extra = f"{x['logit_diff']:+.2f}" if scoring == "score" else f"{x['unparsed']:.0%}"
+            rows.append([f"`{x['condition']}`", str(int(x["n"])), acc_cell(x), extra, given or "–"])
     if not rows:
         return "not run yet", res
-    head = ["condition", "n", "right (accuracy [95% Wilson])", "mean margin (nats)", "wrong answers given"]
+    head = ["condition", "n", "right (accuracy [95% Wilson])",
+            "mean margin (nats)" if scoring == "score" else "unparsed", "wrong answers given"]
     return table(head, rows), res
 
 
@@ -152,9 +160,11 @@ def figure(res: list[TaskResult], title: str, path: Path, kind: str = "auto") ->
     import matplotlib.pyplot as plt
     from cycler import cycler
 
-    # more conditions than the default ten colours: tab20, and one legend below the panels
-    # so that no legend covers a line
-    with plt.rc_context({"axes.prop_cycle": cycler(color=plt.get_cmap("tab20").colors)}):
+    # ten distinct hues while they suffice; beyond ten conditions tab20 (pairs of one hue),
+    # and one legend below the panels so that no legend covers a line
+    n_cond = sum(r.df["condition"].nunique() for r in res)
+    colours = plt.get_cmap("tab10" if n_cond <= 10 else "tab20").colors
+    with plt.rc_context({"axes.prop_cycle": cycler(color=colours)}):
         fig = TaskResult.concat(res).plot(kind=kind)
     handles, labels = [], []
     for ax in fig.axes:
@@ -250,10 +260,12 @@ def blocks(draw: bool) -> dict[str, str]:
         out[f"qwen-count-{mode}"], _ = count_block(QWEN, "gen", mode)
     out["qwen-copy-summary"] = copy_summary(QWEN)
     out["qwen-copy-score"], cp = copy_block(QWEN)
+    out["qwen-copy-gen"], cpg = copy_block(QWEN, "gen")
     if draw:
         figure(cs, f"{QWEN}: counting, answer mode, teacher-forced", IMG / "findings-qwen-count-score.png")
         figure(cg, f"{QWEN}: counting, answer mode, greedy generation", IMG / "findings-qwen-count-gen.png")
         figure(cp, f"{QWEN}: copying, teacher-forced", IMG / "findings-qwen-copy-score.png")
+        figure(cpg, f"{QWEN}: copying, ten items per n, greedy generation", IMG / "findings-qwen-copy-gen.png")
         collapse_figures()
     return out
 

@@ -61,10 +61,19 @@ for part in "$@"; do
       done
       ;;
     copy-score10)
-      # ten distinct items per cell: the odd digit drawn from {0, 2..9} per item
+      # ten distinct items per cell: the odd digit drawn from {0, 2..9} per item; beyond 1,000
+      # digits three items per cell (the first three of the same seeded items: a forward at
+      # 4,096 digits takes minutes here). COPY10_LONG=none skips them.
       for task in copy_last copy_first; do
         $TG --task $task --lengths $COPY10_L --odd-digit random --n-items 10 --out $OUT/$task-odd-score
       done
+      if [[ ${COPY10_LONG:-2000,4096} != none ]]; then
+        for n in $(tr , ' ' <<<"${COPY10_LONG:-2000,4096}"); do  # both tasks at a length before the next
+          for task in copy_last copy_first; do
+            $TG --task $task --lengths $n --odd-digit random --n-items 3 --out $OUT/$task-odd-score
+          done
+        done
+      fi
       ;;
     count-gen)
       for task in count_sum count_ones count_ones_zeros count_word; do

@@ -224,3 +224,28 @@ def test_kv_cache_plumbing_removes_its_hooks_on_error():
         step, _ = model(toks[:, -1:], past_key_values=cache, return_type="logits_and_cache")
         full = model(toks)
     assert torch.allclose(step[0, -1], full[0, -1], atol=1e-5)
+
+
+def test_the_scoring_probe_is_short_however_long_the_context():
+    """The check runs on at most PROBE_TOKENS tokens of the shortest context (its start and
+    its end), and the scores of the long context still equal the definition on it."""
+    model = tg.tiny_model("llama", seed=7)
+    toks, ids = _item(model, n=40)
+    assert toks.shape[-1] > S.PROBE_TOKENS
+    got = S.score_candidates(model, [toks], [ids])[0]
+    assert torch.allclose(got, _definition(model, toks, ids), atol=2e-5, rtol=0)
+    (check,) = _fastpath.checks(model)
+    assert check.ok and f"after {S.PROBE_TOKENS} tokens" in check.detail
+    probe = S._probe_context(model, toks, "all", ids)
+    assert torch.equal(probe[:8], toks[:8]) and torch.equal(probe[-8:], toks[-8:])
+
+
+def test_the_beyond_window_probe_stays_beyond_the_window():
+    model = tg.tiny_model("gemma3", seed=6, n_layers=2, sliding_window=8)
+    long_, ids = _item(model, n=20)
+    probe = S._probe_context(model, long_, "beyond window", ids)
+    assert 8 < probe.shape[-1] < long_.shape[-1]
+    assert S._regimes(model, [probe], [ids]) == {"beyond window": [0]}
+    got = S.score_candidates(model, [long_], [ids])[0]
+    assert torch.allclose(got, _definition(model, long_, ids), atol=2e-5, rtol=0)
+    assert [c.regime for c in _fastpath.checks(model)] == ["beyond window"]

@@ -86,3 +86,28 @@ def test_missing_results_say_not_run(tmp_path, items):
         assert fn(tmp_path, "m")[1] == "not run"
     assert items.c6(tmp_path, "smollm2-135m")[1].startswith("n/a")
     assert items.c6(tmp_path, "gemma-3-270m")[1] == "not run"
+
+
+def test_generated_ten_item_variant_counts_for_fig2a(tmp_path, items):
+    """Both of the paper's items right everywhere: the generated ten-item variant decides,
+    and only when it has the last digit below the first (apart: partly; overlapping: the
+    weaker partly; the other way round: not)."""
+    for run, task in (("copy_last-score", "copy_last"), ("copy_first-score", "copy_first")):
+        _task_run(tmp_path, "m", run, task, [(n, 0, True, 2.0, 0) for n in LENGTHS])
+    assert items.fig2a(tmp_path, "m")[1] == "not (both right to n = 100)"
+    _task_run(tmp_path, "m", "copy_last-odd-gen", "copy_last",
+              [(n, i, n < 10, 0.0, 0 if n < 10 else 1) for n in LENGTHS for i in range(10)])
+    _task_run(tmp_path, "m", "copy_first-odd-gen", "copy_first", [(n, i, True, 0.0, 0) for n in LENGTHS for i in range(10)])
+    txt, v = items.fig2a(tmp_path, "m")
+    assert v == "partly (only the ten-item variant: last below first)", v
+    assert "generated, 10 items per n (n = 2–100" in txt and "last 20/50" in txt and "first 50/50" in txt
+
+
+def test_ten_item_variant_with_uneven_items_per_n(tmp_path, items):
+    for run, task in (("copy_last-score", "copy_last"), ("copy_first-score", "copy_first")):
+        _task_run(tmp_path, "m", run, task, [(n, 0, True, 2.0, 0) for n in LENGTHS])
+    for run, task in (("copy_last-odd-score", "copy_last"), ("copy_first-odd-score", "copy_first")):
+        _task_run(tmp_path, "m", run, task, [(n, i, True, 1.0, 0) for n in LENGTHS for i in range(10 if n < 100 else 3)])
+    txt, v = items.fig2a(tmp_path, "m")
+    assert "teacher-forced, 3–10 items per n" in txt and "last 43/43" in txt
+    assert v.startswith("not")

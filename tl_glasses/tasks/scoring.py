@@ -331,15 +331,39 @@ def scoring_checks(model, context: torch.Tensor, candidates: Sequence[Sequence[i
     return out
 
 
+#: the longest probe context of a scoring check inside the "all" regime (its first and
+#: last halves of the shortest context): the check's cost stays small however long the
+#: contexts scored are (the definition costs one full forward per probe candidate)
+PROBE_TOKENS = 256
+
+
+def _probe_context(model, context: torch.Tensor, regime: str, candidates) -> torch.Tensor:
+    """The probe a scoring check runs on: ``context`` itself when it is short, else its
+    first and last tokens (the start of the prompt and the answer prefix), as many as
+    stay in ``regime``: at most :data:`PROBE_TOKENS`, or just beyond the sliding window
+    (the window + 16) in the "beyond window" regime."""
+    ctx = context.reshape(-1)
+    keep = PROBE_TOKENS
+    if regime == "beyond window":
+        keep = int(getattr(_hf_config(model), "sliding_window")) + 16
+    if ctx.shape[0] <= keep:
+        return ctx
+    head = keep // 2
+    return torch.cat([ctx[:head], ctx[ctx.shape[0] - (keep - head):]])
+
+
 def _verified_method(model, method, kind, regime, contexts, candidate_ids, max_cache_bytes) -> str:
     """The fast path to use for these contexts: checked once per model and regime
-    against :func:`score_definition` on the shortest context's probe candidates (first,
-    longest, middle, last): the tree when the model takes it and it agrees, else the
-    key/value cache when it agrees; a disagreeing explicit ``method`` raises."""
+    against :func:`score_definition` on a probe made from the shortest context
+    (:func:`_probe_context`: at most 256 tokens, or just over the sliding window beyond
+    it) and its probe candidates (first, longest, middle, last): the tree when the model
+    takes it and it agrees, else the key/value cache when it agrees; a disagreeing
+    explicit ``method`` raises."""
     from .._fastpath import choose
 
     j = min(range(len(contexts)), key=lambda i: int(contexts[i].shape[-1]))
-    checks = scoring_checks(model, contexts[j], _probe_candidates(candidate_ids[j]),
+    probe = _probe_candidates(candidate_ids[j])
+    checks = scoring_checks(model, _probe_context(model, contexts[j], regime, probe), probe,
                             max_cache_bytes=max_cache_bytes)
     if method == "cache" and "cache" not in checks:
         raise GlassesError("method='cache', but this model returned no key/value cache")
