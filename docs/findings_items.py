@@ -121,30 +121,47 @@ Cell = tuple[str, str]  # (text, verdict)
 
 
 # ------------------------------------------------------------------ the rows
-def _last_vs_first(data: Path, m: str, scoring: str) -> tuple[str, str | None]:
-    """The ten-item variant (odd digit 0, 2…9) of both copying tasks over their common lengths:
-    the text, and "last" (last digit below first, intervals apart), "last?" (below, intervals
-    overlap), "first"/"none" (the other way or no difference), or None when not run."""
+def _last_vs_first(data: Path, m: str, scoring: str) -> tuple[str, str | None, tuple[float, float] | None]:
+    """The ten-item variant (odd digit 0, 2…9) of both copying tasks over their common lengths.
+
+    The paper's claim is about length (the last digit is lost as n grows), so the verdict
+    reads the longer half of the lengths (n ≥ their median): "last" (last digit below the
+    first there, intervals apart), "last?" (below, intervals overlapping), "first"/"none" (the
+    other way, or no difference), or None when not run. Errors at short lengths only are
+    not an effect of length and do not count. Teacher-forced, also the mean margins (last,
+    first) at the longest length."""
     ol, of = task_result(data, m, f"copy_last-odd-{scoring}"), task_result(data, m, f"copy_first-odd-{scoring}")
     if ol is None or of is None:
-        return "", None
+        return "", None, None
     ns = sorted(set(ol.df["n"]) & set(of.df["n"]))
     if not ns:
-        return "", None
-    kl = _pooled(TaskResult(df=ol.df[ol.df["n"].isin(ns)], meta={}))
-    kf = _pooled(TaskResult(df=of.df[of.df["n"].isin(ns)], meta={}))
+        return "", None, None
+
+    def pooled(r: TaskResult, lengths) -> tuple[int, int]:
+        return _pooled(TaskResult(df=r.df[r.df["n"].isin(lengths)], meta={}))
+
+    long_ns = [n for n in ns if n >= float(np.median(ns))]
+    kl, kf = pooled(ol, ns), pooled(of, ns)
+    ll, lf = pooled(ol, long_ns), pooled(of, long_ns)
     per_n = ol.df[ol.df["n"].isin(ns)].groupby("n").size()
     items_txt = (f"{per_n.max()} items per n" if per_n.min() == per_n.max()
                  else f"{per_n.min()}–{per_n.max()} items per n")
     how = "teacher-forced" if scoring == "score" else "generated"
-    txt = f"{how}, {items_txt} ({_range(ns)}, odd digit 0, 2…9): last {_interval(*kl)}, first {_interval(*kf)}"
-    lo_l, hi_l = wilson_interval(*kl)
-    lo_f, hi_f = wilson_interval(*kf)
+    txt = (f"{how}, {items_txt} ({_range(ns)}, odd digit 0, 2…9): last {_interval(*kl)}, first {_interval(*kf)}; "
+           f"at n ≥ {long_ns[0]}: last {ll[0]}/{ll[1]}, first {lf[0]}/{lf[1]}")
+    margins = None
+    if scoring == "score":
+        top = ns[-1]
+        margins = (float(ol.df[ol.df["n"] == top]["logit_diff"].mean()),
+                   float(of.df[of.df["n"] == top]["logit_diff"].mean()))
+        txt += f"; mean margin at n = {top}: last {margins[0]:+.2f}, first {margins[1]:+.2f} nats"
+    lo_l, hi_l = wilson_interval(*ll)
+    lo_f, hi_f = wilson_interval(*lf)
     if hi_l < lo_f:
-        return txt, "last"
+        return txt, "last", margins
     if hi_f < lo_l:
-        return txt, "first"
-    return txt, "last?" if kl[0] / kl[1] < kf[0] / kf[1] else "none"
+        return txt, "first", margins
+    return txt, ("last?" if ll[0] / ll[1] < lf[0] / lf[1] else "none"), margins
 
 
 def fig2a(data: Path, m: str) -> Cell:
@@ -156,8 +173,9 @@ def fig2a(data: Path, m: str) -> Cell:
     txt = (f"last digit: {'first wrong at n = ' + str(fl) if fl else 'right to n = ' + str(hi)}; "
            f"first digit: {'first wrong at n = ' + str(ff) if ff else 'right to n = ' + str(hi_f)}")
     variants = [_last_vs_first(data, m, scoring) for scoring in ("score", "gen")]
-    txt += "".join(f"; {t}" for t, _ in variants if t)
-    found = {v for _, v in variants if v is not None}
+    txt += "".join(f"; {t}" for t, _, _ in variants if t)
+    found = {v for _, v, _ in variants if v is not None}
+    margins = variants[0][2]
     if fl == lo and ff == lo:
         return txt, f"not (floor: both already wrong at n = {lo})"
     if fl is not None and (ff is None or ff > fl):
@@ -168,7 +186,12 @@ def fig2a(data: Path, m: str) -> Cell:
         return txt, "partly (only the ten-item variant: last below first)"
     if "last?" in found:
         return txt, "partly (ten-item variant: last below first, intervals overlap)"
-    return txt, f"not (both right to n = {hi})" if fl is None else "not"
+    if fl is None:
+        lower = ("; the first digit's margin is the lower at the longest n" if margins and margins[1] < margins[0]
+                 else "; the last digit's margin is the lower at the longest n" if margins and margins[0] < margins[1]
+                 else "")
+        return txt, f"not (both right to n = {hi}{lower})"
+    return txt, "not"
 
 
 def _condition_vs_base(data: Path, m: str, run: str, what: str, better: bool = True) -> Cell:

@@ -111,3 +111,19 @@ def test_ten_item_variant_with_uneven_items_per_n(tmp_path, items):
     txt, v = items.fig2a(tmp_path, "m")
     assert "teacher-forced, 3–10 items per n" in txt and "last 43/43" in txt
     assert v.startswith("not")
+
+
+def test_ten_item_errors_at_short_lengths_only_are_not_an_effect_of_length(tmp_path, items):
+    """The last digit wrong at n = 2 and 5 only (10/20 there), right from the median length
+    on: no effect of length, whatever the pooled counts say; the lower margin at the longest
+    n is named."""
+    for run, task in (("copy_last-score", "copy_last"), ("copy_first-score", "copy_first")):
+        _task_run(tmp_path, "m", run, task, [(n, 0, True, 2.0, 0) for n in LENGTHS])
+    _task_run(tmp_path, "m", "copy_last-odd-score", "copy_last",
+              [(n, i, n > 5 or i % 2 == 0, 2.0, 0 if (n > 5 or i % 2 == 0) else 1) for n in LENGTHS for i in range(10)])
+    _task_run(tmp_path, "m", "copy_first-odd-score", "copy_first",
+              [(n, i, True, 1.0 if n < 100 else 0.3, 0) for n in LENGTHS for i in range(10)])
+    txt, v = items.fig2a(tmp_path, "m")
+    assert "last 40/50" in txt and "at n ≥ 10: last 30/30, first 30/30" in txt
+    assert "mean margin at n = 100: last +2.00, first +0.30 nats" in txt
+    assert v == "not (both right to n = 100; the first digit's margin is the lower at the longest n)", v
