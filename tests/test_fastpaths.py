@@ -236,14 +236,14 @@ def test_the_scoring_probe_is_short_however_long_the_context():
     assert torch.allclose(got, _definition(model, toks, ids), atol=2e-5, rtol=0)
     (check,) = _fastpath.checks(model)
     assert check.ok and f"after {S.PROBE_TOKENS} tokens" in check.detail
-    probe = S._probe_context(model, toks, "all", ids)
+    probe = S._probe_context(model, toks, "all")
     assert torch.equal(probe[:8], toks[:8]) and torch.equal(probe[-8:], toks[-8:])
 
 
 def test_the_beyond_window_probe_stays_beyond_the_window():
     model = tg.tiny_model("gemma3", seed=6, n_layers=2, sliding_window=8)
     long_, ids = _item(model, n=20)
-    probe = S._probe_context(model, long_, "beyond window", ids)
+    probe = S._probe_context(model, long_, "beyond window")
     assert 8 < probe.shape[-1] < long_.shape[-1]
     assert S._regimes(model, [probe], [ids]) == {"beyond window": [0]}
     got = S.score_candidates(model, [long_], [ids])[0]

@@ -337,7 +337,7 @@ def scoring_checks(model, context: torch.Tensor, candidates: Sequence[Sequence[i
 PROBE_TOKENS = 256
 
 
-def _probe_context(model, context: torch.Tensor, regime: str, candidates) -> torch.Tensor:
+def _probe_context(model, context: torch.Tensor, regime: str) -> torch.Tensor:
     """The probe a scoring check runs on: ``context`` itself when it is short, else its
     first and last tokens (the start of the prompt and the answer prefix), as many as
     stay in ``regime``: at most :data:`PROBE_TOKENS`, or just beyond the sliding window
@@ -363,7 +363,7 @@ def _verified_method(model, method, kind, regime, contexts, candidate_ids, max_c
 
     j = min(range(len(contexts)), key=lambda i: int(contexts[i].shape[-1]))
     probe = _probe_candidates(candidate_ids[j])
-    checks = scoring_checks(model, _probe_context(model, contexts[j], regime, probe), probe,
+    checks = scoring_checks(model, _probe_context(model, contexts[j], regime), probe,
                             max_cache_bytes=max_cache_bytes)
     if method == "cache" and "cache" not in checks:
         raise GlassesError("method='cache', but this model returned no key/value cache")
