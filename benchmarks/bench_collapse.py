@@ -97,7 +97,7 @@ def _lean_case(name: str, n_tokens: int, eager_target: float, sdpa_target: float
     import time
 
     import tl_glasses as tg
-    from tl_glasses.analysis._distance import capture_rel_diff
+    from tl_glasses.analysis._prefix_cache import capture_rel_diff
     from tl_glasses.analysis._probe import LastTokenProbe
     from tl_glasses.analysis.collapse import _run_pair
     from tl_glasses.models import load_hf

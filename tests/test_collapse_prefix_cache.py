@@ -15,6 +15,7 @@ import tl_glasses as tg
 from tl_glasses import _fastpath
 from tl_glasses._core import hook_snapshot
 from tl_glasses.analysis import _distance as D
+from tl_glasses.analysis import _prefix_cache as PC
 from tl_glasses.analysis._probe import LastTokenProbe
 from tl_glasses.models import tiny_hf_model
 
@@ -93,14 +94,14 @@ def test_sweep_with_the_cache_equals_the_sweep_without(tmp_path):
 
 def test_a_cached_path_that_disagrees_is_never_used(monkeypatch, tmp_path):
     model = tg.tiny_model("llama", seed=0)
-    real = D._run_cached_tails
+    real = PC.run_cached_tails
 
     def wrong(*a, **k):
         ca, cb = real(*a, **k)
         cb.y = cb.y + 1.0  # a cache that is off by a little
         return ca, cb
 
-    monkeypatch.setattr(D, "_run_cached_tails", wrong)
+    monkeypatch.setattr(PC, "run_cached_tails", wrong)
     with pytest.warns(UserWarning, match="collapse prefix cache fast path prefix cache"):
         res = tg.collapse_sweep(model, "ones", [3, 6], progress=False, prefix_cache=True, out=tmp_path / "r")
     assert (res.df["pair_path"] == "full").all()
@@ -130,9 +131,9 @@ def test_hooks_are_removed_on_every_path(monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(D, "run_capture", boom)
+    monkeypatch.setattr(PC, "run_capture", boom)
     with pytest.raises(RuntimeError, match="boom"):
-        D._run_cached_tails(model, model.to_tokens(A), model.to_tokens(B), LastTokenProbe(model),
+        PC.run_cached_tails(model, model.to_tokens(A), model.to_tokens(B), LastTokenProbe(model),
                             [(0, 5)], [(0, 6)], 4)
     assert hook_snapshot(model) == before
 

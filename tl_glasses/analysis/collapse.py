@@ -237,7 +237,7 @@ def collapse_sweep(
     * ``prefix_cache``: run the tokens ``v`` and ``v*`` share once, with a key/value cache,
       and each tail from a copy of it (about half the cost of two full forwards at long
       lengths); verified once per model and regime against two full forwards
-      (:func:`~tl_glasses.analysis._distance.prefix_cache_supported`), with fallback to the
+      (:func:`~tl_glasses.analysis._prefix_cache.prefix_cache_supported`), with fallback to the
       full forwards. Pairs with hooks of a mitigation run in full. Each row's
       ``pair_path`` says which ran; the shared-prefix floor is then the shared token
       computed in the two tails.
