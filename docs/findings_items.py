@@ -103,14 +103,27 @@ def _pooled(r: TaskResult, lo: int | None = None, hi: int | None = None) -> tupl
     return int(df["correct"].fillna(False).astype(bool).sum()), len(df)
 
 
-def _pair_stats(base: TaskResult, other: TaskResult) -> tuple[tuple[int, int], tuple[int, int], float, list[int]]:
-    """Accuracy of both over the lengths both measured, and the mean margin difference."""
+def _pair_stats(base: TaskResult, other: TaskResult) -> tuple[tuple[int, int], tuple[int, int], tuple[float, float, float],
+                                                              list[int]]:
+    """Accuracy of both over the lengths both measured, and the margin change: the mean over
+    those lengths of (mean margin with − mean margin without) at each length, with its 95%
+    Student-t interval over the lengths (a single length, or no spread, gives the point)."""
+    from scipy import stats
+
     ns = sorted(set(base.df["n"]) & set(other.df["n"]))
     b = base.df[base.df["n"].isin(ns)]
     o = other.df[other.df["n"].isin(ns)]
     kb, ko = int(b["correct"].astype(bool).sum()), int(o["correct"].astype(bool).sum())
-    dm = float(o.groupby("n")["logit_diff"].mean().mean() - b.groupby("n")["logit_diff"].mean().mean())
-    return (kb, len(b)), (ko, len(o)), dm, ns
+    d = (o.groupby("n")["logit_diff"].mean() - b.groupby("n")["logit_diff"].mean()).to_numpy(float)
+    dm = float(d.mean()) if len(d) else float("nan")
+    half = (float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+            if len(d) > 1 and d.std(ddof=1) > 0 else 0.0)
+    return (kb, len(b)), (ko, len(o)), (dm, dm - half, dm + half), ns
+
+
+def _margin_change(lo: float, hi: float) -> str:
+    """Up or down only where the 95% interval of the margin change excludes zero."""
+    return "margin up" if lo > 0 else "margin down" if hi < 0 else "margin unchanged within its 95% interval"
 
 
 def _range(ns: list[int]) -> str:
@@ -198,20 +211,22 @@ def _condition_vs_base(data: Path, m: str, run: str, what: str, better: bool = T
     base, other = task_result(data, m, "copy_last-score"), task_result(data, m, run)
     if base is None or other is None:
         return "", "not run"
-    (kb, nb), (ko, no), dm, ns = _pair_stats(base, other)
+    (kb, nb), (ko, no), (dm, lo, hi), ns = _pair_stats(base, other)
     txt = (f"copy_last over {_range(ns)}: right {kb}/{nb} without, {ko}/{no} with {what}; "
-           f"mean margin {dm:+.2f} nats with")
+           f"margin change with {what} {dm:+.2f} nats [{lo:+.2f}, {hi:+.2f}] (mean over the {len(ns)} lengths, "
+           f"95% t-interval)")
+    change = _margin_change(lo, hi)
     if kb == nb and ko == no:
-        return txt, ("partly (accuracy saturated; margin up)" if dm > 0 else "not (accuracy saturated; margin down)")
+        return txt, ("partly (accuracy saturated; margin up)" if lo > 0 else f"not (accuracy saturated; {change})")
     if kb / nb <= 0.2 and ko / no <= 0.2:
-        return txt, "not (floor: at most 20% right with and without)" + ("; margin up" if dm > 0 else "")
+        return txt, "not (floor: at most 20% right with and without)" + ("; margin up" if lo > 0 else "")
     lo_b, hi_b = wilson_interval(kb, nb)
     lo_o, hi_o = wilson_interval(ko, no)
     if ko > kb:
         return txt, "reproduced" if lo_o > hi_b else "partly (more right, intervals overlap)"
     if ko < kb:
         return txt, "contradicted" if hi_o < lo_b else "not (fewer right, within the intervals)"
-    return txt, "partly (margin up)" if dm > 0 else "not"
+    return txt, "partly (margin up)" if lo > 0 else "not"
 
 
 def fig2b(data: Path, m: str) -> Cell:
@@ -457,8 +472,7 @@ def c5(data: Path, m: str) -> Cell:
         fails.append(fe is not None)
         parts.append(f"{name} " + (f"first wrong at n = {fe}" if fe else f"right to n = {hi}")
                      + f", mean margin {r.df['logit_diff'].mean():+.2f}")
-    (_, _), (_, _), d1, _ = _pair_stats(base, t1)
-    (_, _), (_, _), d2, _ = _pair_stats(base, t2)
+    d1, d2 = _pair_stats(base, t1)[2][0], _pair_stats(base, t2)[2][0]
     diff = abs(d1) > 0.5 or abs(d2) > 0.5 or len({_first_error(r)[0] for r in (base, t1, t2)}) > 1
     txt = f"over {_range(ns)}: " + "; ".join(parts)
     if all(_first_error(r)[0] == _first_error(r)[1] for r in (base, t1, t2)):

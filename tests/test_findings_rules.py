@@ -127,3 +127,22 @@ def test_ten_item_errors_at_short_lengths_only_are_not_an_effect_of_length(tmp_p
     assert "last 40/50" in txt and "at n ≥ 10: last 30/30, first 30/30" in txt
     assert "mean margin at n = 100: last +2.00, first +0.30 nats" in txt
     assert v == "not (both right to n = 100; the first digit's margin is the lower at the longest n)", v
+
+
+def test_a_margin_change_inside_its_interval_is_not_called_up_or_down(tmp_path, items):
+    # accuracy saturated both ways; the hint moves the margin by +0.3 at one length and -0.3 at
+    # another: the mean change is near zero and its interval spans zero
+    base = [(n, 0, True, 2.0, 0) for n in LENGTHS]
+    hint = [(n, 0, True, 2.0 + (0.3, -0.3, 0.2, -0.25, 0.1)[i], 0) for i, n in enumerate(LENGTHS)]
+    _task_run(tmp_path, "m", "copy_last-score", "copy_last", base)
+    _task_run(tmp_path, "m", "copy_last-hint-score", "copy_last", hint)
+    txt, v = items.fig2b(tmp_path, "m")
+    assert v == "not (accuracy saturated; margin unchanged within its 95% interval)", v
+    assert "+0.01 nats [" in txt and "5 lengths" in txt
+
+
+def test_a_consistent_margin_drop_is_called_down(tmp_path, items):
+    _task_run(tmp_path, "m", "copy_last-score", "copy_last", [(n, 0, True, 2.0, 0) for n in LENGTHS])
+    _task_run(tmp_path, "m", "copy_last-hint-score", "copy_last",
+              [(n, 0, True, 1.0 + 0.05 * i, 0) for i, n in enumerate(LENGTHS)])
+    assert items.fig2b(tmp_path, "m")[1] == "not (accuracy saturated; margin down)"
