@@ -4,7 +4,7 @@
 # appended as each item finishes: rerunning resumes, nothing is recomputed). Committed.
 #
 #   bash docs/runs.sh PART...       PART: time count-score copy-score copy-long copy-score10
-#                                         count-gen copy-gen cot collapse commas global
+#                                         count-gen copy-gen cot cot-long collapse commas global
 #                                         theory oversquash report bench
 #   DTYPE=bfloat16 bash docs/runs.sh ...   (only where bf16 was shown to answer as fp32)
 #   COT_L=5,10,20 bash docs/runs.sh cot    (shorter lengths first: the cells fill breadth-first)
@@ -93,6 +93,12 @@ for part in "$@"; do
             --n-items 3 --out $OUT/$task-$mode-gen
         done
       done
+      ;;
+    cot-long)
+      # the plain-CoT cell whose listing outgrows 512 new tokens, rerun with a 2,048-token bound
+      # (the `(2,048-token bound)` row of docs/findings.md; about half an hour)
+      $TG --task count_ones_zeros --lengths 50 --mode cot --scoring generate --max-new-tokens 2048 \
+        --n-items 3 --out $OUT/count_ones_zeros-cot-gen2048
       ;;
     collapse)
       # Fig. 5a/5b: real fp32 and real bf16 to the longest length (BF16_MAX caps bf16 in
