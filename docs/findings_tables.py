@@ -61,14 +61,15 @@ BIG_BOUND = 2048  # the new-token bound of a CoT cell rerun because 512 cut its 
 
 def count_block(model: str, scoring: str, mode: str = "answer") -> tuple[str, list[TaskResult]]:
     res, rows = [], []
-    runs = [(task, f"{task}-{mode}-{scoring}", f"`{task}`") for task in COUNT_TASKS]
+    runs = [(f"{task}-{mode}-{scoring}", f"`{task}`", True) for task in COUNT_TASKS]
     if scoring == "gen" and mode != "answer":  # a cell rerun with a larger token bound, beside the first
-        runs += [(task, f"{task}-{mode}-{scoring}{BIG_BOUND}", f"`{task}` ({BIG_BOUND:,}-token bound)")
-                 for task in COUNT_TASKS if load(model, f"{task}-{mode}-{scoring}{BIG_BOUND}") is not None]
-    for task, run, label in runs:
+        runs += [(f"{task}-{mode}-{scoring}{BIG_BOUND}", f"`{task}` ({BIG_BOUND:,}-token bound)", False)
+                 for task in COUNT_TASKS]
+    for run, label, required in runs:
         r = load(model, run)
         if r is None:
-            rows.append([label, "not run yet", "", "", "", ""])
+            if required:
+                rows.append([label, "not run yet", "", "", "", ""])
             continue
         res.append(r)
         s = r.summary_by_n()
