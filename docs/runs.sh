@@ -25,6 +25,9 @@ if [[ -n ${COPY_MAX:-} ]]; then
 fi
 COLLAPSE_L=${COLLAPSE_L:-16,64,256,1024,2048,4096,8192}
 CL=(nice -n 5 tl-glasses collapse --model $M --no-progress --shift-floor ${SHIFT_FLOOR:-ends} --batch-floor none)
+# Qwen's Fig. 5a/5b sweeps (to 8,192 tokens) were made without the position-shift floor, to save
+# forwards: the `collapse` part resumes them with the same setting (a run refuses to mix settings)
+SWEEP_FLOOR=${SHIFT_FLOOR:-$([[ $M == qwen* ]] && echo none || echo ends)}
 COPY10_L=2,5,10,20,50,100,200,500,1000
 GEN_L=3,5,7,10,15,20,30,50,75,100,150,200
 COT_L=${COT_L:-5,10,20,50,100}
@@ -105,7 +108,7 @@ for part in "$@"; do
       # tokens, prompt included, on a CPU without bf16 units, where bf16 is slower than fp32),
       # and fp32 rounded to bf16 and fp16 (the estimate) at every length
       for fam in ${FAMILIES:-ones digits_end_one}; do
-        "${CL[@]}" --family $fam --lengths $COLLAPSE_L --dtype fp32 --dtype bf16 \
+        "${CL[@]}" --shift-floor $SWEEP_FLOOR --family $fam --lengths $COLLAPSE_L --dtype fp32 --dtype bf16 \
           --max-tokens bf16=${BF16_MAX:-8400} --round-to bf16 --round-to fp16 --out $OUT/collapse-$fam
       done
       ;;
